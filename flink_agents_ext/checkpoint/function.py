@@ -1,0 +1,102 @@
+"""The user-facing base class: a keyed process function told about real Flink checkpoints."""
+
+from __future__ import annotations
+
+from abc import ABC
+from typing import Any, Callable, Iterator, Sequence
+
+from pyflink.datastream.functions import KeyedProcessFunction
+
+from flink_agents_ext.checkpoint.ledger import CheckpointPayload
+
+
+class SnapshotContext:
+    """What :meth:`CheckpointedKeyedProcessFunction.snapshot_state` gets to work with.
+
+    Attributes:
+        checkpoint_id: the id of the checkpoint being taken.
+    """
+
+    def __init__(self, checkpoint_id: int, changed_keys: Callable[[], Iterator[Any]]) -> None:
+        self.checkpoint_id = checkpoint_id
+        self._changed_keys = changed_keys
+        self._consumed = False
+
+    def changed_keys(self) -> Iterator[Any]:
+        """Iterate over the keys whose element or timer was processed since the previous
+        snapshot of this subtask (since the restore, for the first snapshot after one).
+
+        While the iterator stands on a key, that key is the current key: the function's keyed
+        state (``ValueState.value()`` etc.) reads that key's values as of this checkpoint.
+        The cost is proportional to the number of changed keys, never to all keys in state.
+        The set can be iterated once per snapshot.
+        """
+        if self._consumed:
+            raise RuntimeError("SnapshotContext.changed_keys() can be iterated only once")
+        self._consumed = True
+        return self._changed_keys()
+
+
+class CheckpointedKeyedProcessFunction(KeyedProcessFunction, ABC):
+    """A :class:`~pyflink.datastream.functions.KeyedProcessFunction` with checkpoint callbacks.
+
+    Subclass it as you would ``KeyedProcessFunction`` (``open``, ``process_element``,
+    ``on_timer``, ``close``) and override any of the callbacks below. Apply it with
+    :func:`flink_agents_ext.process_with_checkpoints` instead of ``KeyedStream.process``;
+    the callbacks are driven by the real checkpoints of the job, in thread and process mode.
+
+    Order of events for one checkpoint ``n`` of one subtask:
+
+    1. :meth:`snapshot_state` (``n``): runs where every keyed-state update made before it is
+       part of checkpoint ``n``. Its return value (the *payload*) is stored with the
+       checkpoint.
+    2. Either :meth:`notify_checkpoint_complete` (``n``) once the checkpoint is globally
+       complete, or :meth:`notify_checkpoint_aborted` (``n``) where Flink reports an abort.
+
+    Flink may skip a completion notification when a later one subsumes it; the completion of
+    ``n`` therefore hands over the payloads of *every* unconfirmed snapshot with an id <= ``n``,
+    oldest first, each exactly once. After a failover, :meth:`restore_state` gets the payloads
+    that were still unconfirmed in the restored checkpoint: their completion notification may
+    have been lost (or may have run before the failure), so the work done for them must be
+    idempotent.
+
+    Callbacks run on the task thread, between elements; they must not emit records.
+    """
+
+    def snapshot_state(self, context: SnapshotContext) -> Any:
+        """Called when checkpoint ``context.checkpoint_id`` is taken.
+
+        Returns:
+            ``None``, ``bytes`` or a JSON-serialisable value, stored with the checkpoint and
+            handed to :meth:`notify_checkpoint_complete` (or :meth:`restore_state`). Keep it
+            small: it is part of operator state of every checkpoint until confirmed.
+        """
+        return None
+
+    def notify_checkpoint_complete(
+        self, checkpoint_id: int, payloads: Sequence[CheckpointPayload]
+    ) -> None:
+        """Called after checkpoint ``checkpoint_id`` completed globally.
+
+        Args:
+            checkpoint_id: the notified checkpoint.
+            payloads: the payloads of every snapshot with an id <= ``checkpoint_id`` not
+                confirmed before, oldest first (empty if this subtask took none).
+        """
+
+    def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:
+        """Called where Flink reports that checkpoint ``checkpoint_id`` was aborted.
+
+        The payload of that snapshot is dropped and never handed over. Best effort: Flink
+        may not report every abort.
+        """
+
+    def restore_state(self, checkpoint_id: int, payloads: Sequence[CheckpointPayload]) -> None:
+        """Called once after ``open`` when the job was restored from ``checkpoint_id``.
+
+        Args:
+            checkpoint_id: the checkpoint (or savepoint) the job restored from.
+            payloads: the payloads stored with that checkpoint that were not yet confirmed
+                when it was taken, oldest first. The restore proves the checkpoint completed,
+                so these are confirmed now; they are not handed over again.
+        """
