@@ -64,11 +64,11 @@ class CheckpointBridge:
         self.function.notify_checkpoint_complete(checkpoint_id, payloads)
 
     def abort(self, checkpoint_id: int) -> None:
-        """Drop the payload of ``checkpoint_id`` and tell the function."""
+        """Release the payload of ``checkpoint_id`` and hand it to the function."""
         checkpoint_id = int(checkpoint_id)
-        self.ledger.abort(checkpoint_id)
-        _log.info("checkpoint %d aborted", checkpoint_id)
-        self.function.notify_checkpoint_aborted(checkpoint_id)
+        payloads = self.ledger.abort(checkpoint_id)
+        _log.info("checkpoint %d aborted (%d payloads released)", checkpoint_id, len(payloads))
+        self.function.notify_checkpoint_aborted(checkpoint_id, payloads)
 
     def restore(self, checkpoint_id: int, blobs: Iterable[bytes]) -> None:
         """Deliver the unconfirmed payloads stored with ``checkpoint_id`` to the function."""

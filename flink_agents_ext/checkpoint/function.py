@@ -84,11 +84,22 @@ class CheckpointedKeyedProcessFunction(KeyedProcessFunction, ABC):
                 confirmed before, oldest first (empty if this subtask took none).
         """
 
-    def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:
+    def notify_checkpoint_aborted(
+        self, checkpoint_id: int, payloads: Sequence[CheckpointPayload]
+    ) -> None:
         """Called where Flink reports that checkpoint ``checkpoint_id`` was aborted.
 
-        The payload of that snapshot is dropped and never handed over. Best effort: Flink
-        may not report every abort.
+        Args:
+            checkpoint_id: the aborted checkpoint.
+            payloads: the payload of this subtask's snapshot for it, if one was taken (empty
+                otherwise). It is released here and never handed to
+                :meth:`notify_checkpoint_complete`. What it described (for instance the keys
+                changed before that snapshot) is *not* reported again by the next snapshot's
+                :meth:`SnapshotContext.changed_keys`: carry it over yourself if you need it.
+
+        Best effort, like Flink's own: an abort may go unreported; the entry is then handed
+        over by the completion of a later checkpoint, which covers everything the aborted
+        snapshot saw.
         """
 
     def restore_state(self, checkpoint_id: int, payloads: Sequence[CheckpointPayload]) -> None:

@@ -6,7 +6,8 @@ checkpoint has not been confirmed yet and decides what each checkpoint event han
 * ``complete(n)`` hands over every pending entry with an id ``<= n``, oldest first, and
   forgets them, so each entry is handed over exactly once even when Flink skipped the
   notifications of earlier checkpoints (a notification for ``n`` subsumes all earlier ones).
-* ``abort(n)`` forgets entry ``n`` only.
+* ``abort(n)`` releases entry ``n`` only (and returns it, so that what it described can be
+  carried into the next snapshot).
 * The pending entries travel with every checkpoint (:meth:`PayloadLedger.to_bytes`), so after
   a restore from checkpoint ``n`` the entries that were unconfirmed when ``n`` was taken come
   back (:meth:`PayloadLedger.from_bytes`).
@@ -118,11 +119,11 @@ class PayloadLedger:
         self._pending = [(cid, enc) for cid, enc in self._pending if cid > checkpoint_id]
         return [CheckpointPayload(cid, _decode_payload(enc)) for cid, enc in done]
 
-    def abort(self, checkpoint_id: int) -> bool:
-        """Forget the entries of an aborted checkpoint; return whether there were any."""
-        before = len(self._pending)
+    def abort(self, checkpoint_id: int) -> list[CheckpointPayload]:
+        """Release and return the entries of an aborted checkpoint (usually one or none)."""
+        gone = [(cid, enc) for cid, enc in self._pending if cid == checkpoint_id]
         self._pending = [(cid, enc) for cid, enc in self._pending if cid != checkpoint_id]
-        return len(self._pending) != before
+        return [CheckpointPayload(cid, _decode_payload(enc)) for cid, enc in gone]
 
     def drain(self) -> list[CheckpointPayload]:
         """Pop and return every pending entry, oldest first."""
