@@ -1,0 +1,219 @@
+"""The Flink side of durable actions: a checkpointed keyed function that runs an agent."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
+
+from pyflink.common import Types
+from pyflink.datastream import OutputTag
+from pyflink.datastream.state import ValueStateDescriptor
+
+from flink_agents_ext.actions.agent import Agent
+from flink_agents_ext.actions.runner import (
+    DEFAULT_MAX_ACTIONS_PER_RUN,
+    ActionFailed,
+    RunResult,
+    execute_run,
+)
+from flink_agents_ext.checkpoint.function import CheckpointedKeyedProcessFunction, SnapshotContext
+from flink_agents_ext.checkpoint.ledger import CheckpointPayload
+from flink_agents_ext.keys import KeyEncodingError, encode_key
+from flink_agents_ext.pruning import PrunePolicy
+from flink_agents_ext.serde import JsonSerializer, Serializer
+from flink_agents_ext.store import ActionStateStore, StoreConfigError, open_store
+
+_log = logging.getLogger(__name__)
+
+#: Side output of records that could not be processed, as JSON strings with a reason.
+DEAD_LETTER_TAG = OutputTag("flink-agents-ext-dead-letters", Types.STRING())
+
+StoreSpec = Union[Mapping[str, Any], Callable[[], ActionStateStore]]
+ON_ACTION_ERROR = ("dead_letter", "fail")
+#: Counter names, as metrics (in group ``flink_agents_ext``) and in :meth:`stats`.
+STAT_NAMES = ("runs", "actions_run", "actions_replayed", "durable_calls_run",
+              "durable_calls_replayed", "records_pruned", "dead_letters")
+
+
+class DurableAgentFunction(CheckpointedKeyedProcessFunction):
+    """Runs an :class:`Agent`'s actions per key, durably, with checkpoint-safe pruning.
+
+    Per key it keeps, in Flink keyed state: ``next_seq`` (runs started; an input's run gets
+    the current value, 0 for the key's first input), ``last_completed_seq`` (written when
+    the key's run finished) and the key's memory. Every action's effects and every durable
+    call are recorded in the action state store before they take effect; after a failover
+    the replayed inputs get the same sequence numbers, and completed actions are replayed
+    from the store instead of running again. Records are pruned only for completed runs
+    covered by a completed checkpoint (see :mod:`flink_agents_ext.pruning`).
+
+    Runs of one key happen one at a time, in input order.
+
+    Args:
+        agent: the actions.
+        store: store configuration (``{"backend": "sqlite", "path": ...}``, see
+            :func:`flink_agents_ext.store.open_store`) or a zero-argument factory; opened in
+            each subtask's ``open``.
+        namespace: the job's namespace in the store; jobs sharing a database need distinct
+            namespaces. Keep it across restores of the same job.
+        retention: completed checkpoints that stay restorable (see :class:`PrunePolicy`).
+        serializer: how recorded values are serialised (default JSON; never pickle).
+        allow_reexecution: accept restoring from a checkpoint older than the prune boundary.
+        on_action_error: ``"dead_letter"`` (default): a failing action sends the input to
+            :data:`DEAD_LETTER_TAG` with the reason and the key moves on; ``"fail"``: the
+            task fails and Flink restarts it from the last checkpoint. An action raising
+            :class:`RetryableActionError` always fails the task.
+        max_actions_per_run: bound on actions in one run.
+    """
+
+    def __init__(self, agent: Agent, store: StoreSpec, namespace: str, *,
+                 retention: int = 1, serializer: Optional[Serializer] = None,
+                 allow_reexecution: bool = False, on_action_error: str = "dead_letter",
+                 max_actions_per_run: int = DEFAULT_MAX_ACTIONS_PER_RUN) -> None:
+        if not isinstance(agent, Agent):
+            raise TypeError(f"agent must be an Agent, got {type(agent).__name__}")
+        agent.validate()
+        if not isinstance(namespace, str) or not namespace:
+            raise ValueError("namespace must be a non-empty string")
+        if on_action_error not in ON_ACTION_ERROR:
+            raise ValueError(f"on_action_error must be one of {ON_ACTION_ERROR}, "
+                             f"got {on_action_error!r}")
+        if not callable(store) and not isinstance(store, Mapping):
+            raise StoreConfigError("store must be a configuration mapping or a factory")
+        if not isinstance(retention, int) or retention < 1:
+            raise ValueError(f"retention must be an integer >= 1, got {retention!r}")
+        self.agent = agent
+        self.store_spec = store
+        self.namespace = namespace
+        self.retention = retention
+        self.serializer: Serializer = serializer or JsonSerializer()
+        self.allow_reexecution = allow_reexecution
+        self.on_action_error = on_action_error
+        self.max_actions_per_run = max_actions_per_run
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def open(self, runtime_context: Any) -> None:
+        """Open the store, the keyed state and the metrics."""
+        spec = self.store_spec
+        self.store: ActionStateStore = spec() if callable(spec) else open_store(spec)
+        self.next_seq = runtime_context.get_state(
+            ValueStateDescriptor("fae-next-seq", Types.LONG()))
+        self.last_completed_seq = runtime_context.get_state(
+            ValueStateDescriptor("fae-last-completed-seq", Types.LONG()))
+        self.memory_state = runtime_context.get_state(
+            ValueStateDescriptor("fae-memory", Types.STRING()))
+        self.policy = PrunePolicy(self.store, self.namespace, self.retention,
+                                  self.allow_reexecution)
+        self._store_records = self.store.size(self.namespace)
+        self._completions = 0
+        group = runtime_context.get_metrics_group().add_group("flink_agents_ext")
+        self.m_actions_run = group.counter("actions_run")
+        self.m_actions_replayed = group.counter("actions_replayed")
+        self.m_calls_replayed = group.counter("durable_calls_replayed")
+        self.m_records_pruned = group.counter("records_pruned")
+        self.m_dead_letters = group.counter("dead_letters")
+        group.gauge("store_records", lambda: self._store_records)
+        self._stats = dict.fromkeys(STAT_NAMES, 0)
+
+    def stats(self) -> dict[str, int]:
+        """This instance's counters since ``open`` (the metrics' values), and the store's
+        record count for the namespace as last measured."""
+        return {**self._stats, "store_records": self._store_records}
+
+    def close(self) -> None:
+        """Close the store."""
+        store = getattr(self, "store", None)
+        if store is not None:
+            store.close()
+
+    # -- records -------------------------------------------------------------------------
+    def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
+        """Run (or replay) the run of ``value`` for the current key; yield its outputs."""
+        key = ctx.get_current_key()
+        try:
+            key_enc = encode_key(key)
+        except KeyEncodingError as exc:
+            yield self._dead_letter(key, None, value, None, f"key cannot be encoded: {exc}")
+            return
+        seq = self.next_seq.value() or 0
+        self.next_seq.update(seq + 1)
+        raw_memory = self.memory_state.value()
+        memory = json.loads(raw_memory) if raw_memory else {}
+        failure: Optional[ActionFailed] = None
+        try:
+            result = execute_run(self.agent, self.store, self.serializer, self.namespace,
+                                 key, key_enc, seq, value, memory, self.max_actions_per_run)
+        except ActionFailed as exc:
+            if self.on_action_error == "fail":
+                raise
+            failure, result = exc, exc.result
+        self._account(result)
+        if result.memory_changed:
+            self.memory_state.update(json.dumps(result.memory, sort_keys=True))
+        # The run is finished (a dead-lettered run too): only now is it completed.
+        self.last_completed_seq.update(seq)
+        yield from result.outputs
+        if failure is not None:
+            yield self._dead_letter(key, seq, value, failure.action, failure.reason)
+
+    def _account(self, result: RunResult) -> None:
+        self.m_actions_run.inc(result.actions_run)
+        self.m_actions_replayed.inc(result.actions_replayed)
+        self.m_calls_replayed.inc(result.calls.replayed)
+        self._store_records += result.actions_run + result.calls.executed
+        stats = self._stats
+        stats["runs"] += 1
+        stats["actions_run"] += result.actions_run
+        stats["actions_replayed"] += result.actions_replayed
+        stats["durable_calls_run"] += result.calls.executed
+        stats["durable_calls_replayed"] += result.calls.replayed
+
+    def _dead_letter(self, key: Any, seq: Optional[int], value: Any, action: Optional[str],
+                     reason: str) -> tuple[OutputTag, str]:
+        self.m_dead_letters.inc()
+        self._stats["dead_letters"] += 1
+        _log.warning("dead letter (key %r, run %s, action %s): %s", key, seq, action, reason)
+        record = {"namespace": self.namespace, "key": _jsonable(key), "seq": seq,
+                  "action": action, "reason": reason, "input": _jsonable(value)}
+        return DEAD_LETTER_TAG, json.dumps(record, sort_keys=True)
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def snapshot_state(self, context: SnapshotContext) -> Any:
+        """Capture the last completed sequence of the keys changed since the last snapshot."""
+        changed: dict[str, int] = {}
+        for key in context.changed_keys():
+            seq = self.last_completed_seq.value()
+            if seq is not None:
+                changed[encode_key(key)] = seq
+        return self.policy.snapshot_payload(changed)
+
+    def notify_checkpoint_complete(self, checkpoint_id: int,
+                                   payloads: Sequence[CheckpointPayload]) -> None:
+        """Prune what the completed checkpoint covers (subject to retention)."""
+        self._pruned(self.policy.on_complete(checkpoint_id, payloads))
+
+    def notify_checkpoint_aborted(self, checkpoint_id: int,
+                                  payloads: Sequence[CheckpointPayload]) -> None:
+        """Nothing is pruned; the aborted snapshot's marks go into the next snapshot."""
+        self.policy.on_aborted(payloads)
+
+    def restore_state(self, checkpoint_id: int, payloads: Sequence[CheckpointPayload]) -> None:
+        """Check the prune boundary; prune what the restored checkpoint covered."""
+        self._pruned(self.policy.on_restore(checkpoint_id, payloads))
+
+    def _pruned(self, count: int) -> None:
+        self.m_records_pruned.inc(count)
+        self._stats["records_pruned"] += count
+        self._completions += 1
+        if self._completions % 100 == 0:
+            self._store_records = self.store.size(self.namespace)
+        else:
+            self._store_records = max(0, self._store_records - count)
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return repr(value)[:1000]

@@ -1,0 +1,203 @@
+"""Job configuration from YAML files, checked key by key.
+
+A configuration file has these sections (see ``conf/local.yaml`` and ``conf/cluster.yaml``)::
+
+    job:        name, namespace, parallelism, execution_mode (thread|process)
+    checkpoints: interval_ms, retention, dir (optional), restart_attempts
+    store:      backend (sqlite|postgres) and the backend's settings
+    input:      path (file or directory of JSON lines, optional), generate (count), rate
+    output:     dir
+
+Every problem is reported as :class:`ConfigError` naming the file, the key and what was
+expected. Secrets are never read from the file: the PostgreSQL password comes from the
+environment variable named by ``store.password_env``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import yaml
+
+from flink_agents_ext.errors import FlinkAgentsExtError
+
+EXECUTION_MODES = ("thread", "process")
+BACKENDS = ("sqlite", "postgres")
+
+
+class ConfigError(FlinkAgentsExtError, ValueError):
+    """A configuration file is missing, malformed, or has a bad key or value."""
+
+
+class _Section:
+    """Reads typed keys of one section and reports errors with their dotted path."""
+
+    def __init__(self, source: str, path: str, data: Any) -> None:
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{source}: '{path}' must be a mapping, "
+                              f"got {type(data).__name__}")
+        self.source, self.path, self.data = source, path, data
+
+    def _dotted(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def _where(self, key: str) -> str:
+        return f"{self.source}: '{self._dotted(key)}'"
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ...,
+            choices: Optional[tuple[Any, ...]] = None, minimum: Optional[int] = None) -> Any:
+        if key not in self.data or self.data[key] is None:
+            if default is ...:
+                raise ConfigError(f"{self._where(key)} is missing (expected "
+                                  f"{_kind_name(kind)})")
+            return default
+        value = self.data[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+            raise ConfigError(f"{self._where(key)} must be {_kind_name(kind)}, "
+                              f"got {type(value).__name__} {value!r}")
+        if choices is not None and value not in choices:
+            raise ConfigError(f"{self._where(key)} must be one of "
+                              f"{', '.join(map(str, choices))}; got {value!r}")
+        if minimum is not None and value < minimum:
+            raise ConfigError(f"{self._where(key)} must be >= {minimum}, got {value!r}")
+        return value
+
+    def section(self, key: str, required: bool = True) -> _Section:
+        if key not in self.data:
+            if required:
+                raise ConfigError(f"{self._where(key)} is missing (expected a mapping)")
+            return _Section(self.source, self._dotted(key), {})
+        return _Section(self.source, self._dotted(key), self.data[key])
+
+    def check_unknown(self, known: set[str]) -> None:
+        unknown = sorted(set(self.data) - known)
+        if unknown:
+            raise ConfigError(f"{self.source}: unknown key(s) in '{self.path or '<top level>'}': "
+                              f"{', '.join(unknown)} (known: {', '.join(sorted(known))})")
+
+
+def _kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {int: "an integer", str: "a string", float: "a number", bool: "true or false"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """A validated job configuration."""
+
+    name: str
+    namespace: str
+    parallelism: int
+    execution_mode: str
+    checkpoint_interval_ms: int
+    retention: int
+    checkpoint_dir: Optional[str]
+    restart_attempts: int
+    store: dict[str, Any] = field(repr=False)
+    input_path: Optional[str]
+    generate: int
+    rate: float
+    output_dir: str
+    source: str = ""
+
+    def store_settings(self) -> dict[str, Any]:
+        """The store settings for :func:`flink_agents_ext.store.open_store`."""
+        return dict(self.store)
+
+    def redacted(self) -> dict[str, Any]:
+        """The configuration as a dict fit for logs (no password can be in it)."""
+        return {k: v for k, v in self.__dict__.items() if k != "source"}
+
+
+def load_config(path: str | os.PathLike[str],
+                overrides: Optional[Mapping[str, Any]] = None) -> JobConfig:
+    """Load and check a YAML job configuration.
+
+    Args:
+        path: the YAML file.
+        overrides: dotted keys to replace after loading, e.g. ``{"job.parallelism": 2}``.
+
+    Raises:
+        ConfigError: the file is missing, not YAML, or a key is missing or wrong.
+    """
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{source}: cannot read the configuration: {exc.strerror}") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping")
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return _parse(source, raw)
+
+
+def _parse(source: str, raw: dict[str, Any]) -> JobConfig:
+    root = _Section(source, "", raw)
+    root.check_unknown({"job", "checkpoints", "store", "input", "output"})
+    job = root.section("job")
+    job.check_unknown({"name", "namespace", "parallelism", "execution_mode"})
+    cps = root.section("checkpoints")
+    cps.check_unknown({"interval_ms", "retention", "dir", "restart_attempts"})
+    store = root.section("store")
+    inp = root.section("input", required=False)
+    inp.check_unknown({"path", "generate", "rate"})
+    out = root.section("output")
+    out.check_unknown({"dir"})
+
+    backend = store.get("backend", str, choices=BACKENDS)
+    if backend == "sqlite":
+        store.check_unknown({"backend", "path", "synchronous"})
+        store_settings = {"backend": "sqlite", "path": store.get("path", str)}
+        if "synchronous" in store.data:
+            store_settings["synchronous"] = store.get(
+                "synchronous", str, choices=("OFF", "NORMAL", "FULL", "EXTRA"))
+    else:
+        store.check_unknown({"backend", "host", "port", "dbname", "user", "password_env",
+                             "connect_timeout_s", "retries"})
+        store_settings = {
+            "backend": "postgres",
+            "host": store.get("host", str),
+            "port": store.get("port", int, minimum=1),
+            "dbname": store.get("dbname", str),
+            "user": store.get("user", str),
+            "password_env": store.get("password_env", str, default=""),
+            "connect_timeout_s": store.get("connect_timeout_s", int, default=5, minimum=1),
+            "retries": store.get("retries", int, default=5, minimum=0),
+        }
+    generate = inp.get("generate", int, default=0, minimum=0)
+    input_path = inp.get("path", str, default=None)
+    if not input_path and not generate:
+        raise ConfigError(f"{source}: 'input' needs a 'path' or 'generate' > 0")
+    return JobConfig(
+        name=job.get("name", str),
+        namespace=job.get("namespace", str),
+        parallelism=job.get("parallelism", int, default=1, minimum=1),
+        execution_mode=job.get("execution_mode", str, default="thread",
+                               choices=EXECUTION_MODES),
+        checkpoint_interval_ms=cps.get("interval_ms", int, minimum=10),
+        retention=cps.get("retention", int, default=1, minimum=1),
+        checkpoint_dir=cps.get("dir", str, default=None),
+        restart_attempts=cps.get("restart_attempts", int, default=3, minimum=0),
+        store=store_settings,
+        input_path=input_path,
+        generate=generate,
+        rate=float(inp.get("rate", (int, float), default=0, minimum=0)),
+        output_dir=out.get("dir", str),
+        source=source,
+    )

@@ -1,0 +1,145 @@
+"""The action state store: interface, backends and a configuration-driven factory.
+
+Public names: the interface (:class:`ActionStateStore`, :class:`ActionRecord`,
+:class:`CallRecord`, :class:`CallStatus`, :class:`RecordId`), the errors
+(:class:`StoreError`, :class:`StoreConfigError`), the backends (:class:`SQLiteStore`) and
+:func:`open_store`, which opens a backend from a configuration mapping such as
+``{"backend": "sqlite", "path": "/var/lib/job/actions.db"}``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from flink_agents_ext.store.base import (
+    ActionRecord,
+    ActionStateStore,
+    CallRecord,
+    CallStatus,
+    RecordId,
+    StoreConfigError,
+    StoreError,
+)
+from flink_agents_ext.store.sqlite import SQLiteStore
+
+__all__ = [
+    "BACKENDS",
+    "ActionRecord",
+    "ActionStateStore",
+    "CallRecord",
+    "CallStatus",
+    "RecordId",
+    "SQLiteStore",
+    "StoreConfigError",
+    "StoreError",
+    "open_store",
+]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting of a backend: its configuration key, type and whether it is required.
+
+    The value is passed to the backend's constructor as the keyword argument ``name``.
+    """
+
+    name: str
+    type: type
+    required: bool = False
+
+    def describe(self) -> str:
+        """The expected value, for error messages (e.g. ``"a string"``)."""
+        return {str: "a string", int: "an integer", float: "a number",
+                bool: "true or false"}.get(self.type, self.type.__name__)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A store backend: the class ``module:class_name`` (imported when first used) and its
+    settings."""
+
+    module: str
+    class_name: str
+    settings: tuple[Setting, ...]
+
+
+#: Backends by the name used as ``config["backend"]``.
+BACKENDS: dict[str, Backend] = {
+    "sqlite": Backend("flink_agents_ext.store.sqlite", "SQLiteStore", (
+        Setting("path", str, required=True),
+        Setting("synchronous", str),
+        Setting("busy_timeout_ms", int),
+    )),
+    # ---- PostgreSQL backend: add its entry here (module flink_agents_ext.store.postgres),
+    # e.g. "postgres": Backend("flink_agents_ext.store.postgres", "PostgresStore",
+    #                          (Setting("dsn", str, required=True), ...)),
+}
+
+
+def _check_value(backend: str, setting: Setting, value: Any) -> None:
+    if setting.type is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    elif setting.type is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)  # True is no count
+    else:
+        ok = isinstance(value, setting.type)
+    if not ok:
+        raise StoreConfigError(
+            f"store setting {setting.name!r} (backend {backend!r}) must be "
+            f"{setting.describe()}, got {type(value).__name__} {value!r}")
+    if setting.type is str and not value:
+        raise StoreConfigError(
+            f"store setting {setting.name!r} (backend {backend!r}) must be a non-empty string")
+
+
+def open_store(config: Mapping[str, Any]) -> ActionStateStore:
+    """Open the store that ``config`` describes.
+
+    ``config["backend"]`` names the backend (see :data:`BACKENDS`); the other keys are that
+    backend's settings, e.g. ``{"backend": "sqlite", "path": "actions.db",
+    "synchronous": "FULL"}``. A setting set to ``None`` takes its default.
+
+    Raises:
+        StoreConfigError: ``config`` is not a mapping, the backend is missing or unknown, a
+            required setting is missing, a setting is unknown or has the wrong type; the
+            message names the key.
+        StoreError: the backend could not open the store.
+    """
+    if not isinstance(config, Mapping):
+        raise StoreConfigError(
+            f"store configuration must be a mapping, got {type(config).__name__}")
+    name = config.get("backend")
+    if name is None:
+        raise StoreConfigError(
+            f"store setting 'backend' is missing; expected one of {sorted(BACKENDS)}")
+    if not isinstance(name, str) or name not in BACKENDS:
+        raise StoreConfigError(
+            f"store setting 'backend' must be one of {sorted(BACKENDS)}, got {name!r}")
+    backend = BACKENDS[name]
+    known = {s.name: s for s in backend.settings}
+    unknown = sorted(str(k) for k in config if k != "backend" and k not in known)
+    if unknown:
+        raise StoreConfigError(
+            f"unknown store setting(s) {', '.join(map(repr, unknown))} for backend {name!r}; "
+            f"expected {', '.join(repr(s) for s in known)}")
+    kwargs: dict[str, Any] = {}
+    for setting in backend.settings:
+        value = config.get(setting.name)
+        if value is None:
+            if setting.required:
+                raise StoreConfigError(
+                    f"store setting {setting.name!r} is missing (backend {name!r} needs "
+                    f"{setting.describe()})")
+            continue
+        _check_value(name, setting, value)
+        kwargs[setting.name] = value
+    try:
+        module = importlib.import_module(backend.module)
+    except ImportError as exc:
+        raise StoreConfigError(
+            f"store backend {name!r} is not available ({backend.module}: {exc}); "
+            f"is its optional dependency installed?") from exc
+    store: ActionStateStore = getattr(module, backend.class_name)(**kwargs)
+    return store

@@ -1,0 +1,183 @@
+"""The action state store: one interface, one module per backend.
+
+What a store keeps, per job *namespace* (several jobs can share one database):
+
+* **action records**, one per (namespace, key, sequence, action, occurrence): the triggering
+  event, the outputs and events the action emitted, its memory updates, and whether it
+  completed. ``key`` is the stable encoding of the Flink key (:mod:`flink_agents_ext.keys`);
+  ``sequence`` is the key's run number; ``occurrence`` is the ordinal of this action among
+  the action's invocations in the run, so sibling events with equal content do not share a
+  record.
+* **call records**, the journal of durable calls inside an action, by position.
+* **prune marks**, per checkpoint: the last completed sequence of the keys a checkpoint
+  captured, waiting until the retention policy allows pruning them.
+* the **prune boundary**: the newest checkpoint whose captured sequences were pruned, so a
+  restore from an older checkpoint can be refused.
+
+Payload columns (event, outputs, results...) are opaque ``bytes`` written by the caller's
+serializer; stores never interpret them.
+
+Implementations must be safe to call from several threads (one store object per subtask,
+possibly shared by an executor's worker threads) and must make every ``put_*`` durable
+before returning.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Mapping, Optional, TypeVar
+
+from flink_agents_ext.errors import FlinkAgentsExtError
+
+
+_S = TypeVar("_S", bound="ActionStateStore")
+
+
+class StoreError(FlinkAgentsExtError):
+    """The action state store failed (after any retries the backend makes)."""
+
+
+class StoreConfigError(StoreError):
+    """The store configuration is invalid (unknown backend, missing setting...)."""
+
+
+@dataclass(frozen=True)
+class RecordId:
+    """Identity of one action execution."""
+
+    namespace: str
+    key: str
+    seq: int
+    action: str
+    occurrence: int
+
+
+@dataclass(frozen=True)
+class ActionRecord:
+    """The recorded result of one action execution.
+
+    Attributes:
+        id: the record's identity.
+        event: the serialised triggering event.
+        outputs: the serialised list of records the action emitted downstream.
+        events: the serialised list of events the action sent to other actions.
+        memory_updates: the serialised mapping of per-key memory updates it made.
+        completed: ``True`` once the action finished; replay skips completed actions.
+    """
+
+    id: RecordId
+    event: bytes
+    outputs: bytes
+    events: bytes
+    memory_updates: bytes
+    completed: bool
+
+
+class CallStatus(str, enum.Enum):
+    """State of one durable call in the journal."""
+
+    PENDING = "pending"  #: written before a reconcilable call; the call may or may not have run
+    OK = "ok"  #: the call returned; ``result`` holds its serialised value
+    ERROR = "error"  #: the call raised; ``error_type``/``error_message`` describe it
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One entry of an action's durable-call journal.
+
+    Attributes:
+        id: the action execution the call belongs to.
+        position: 0-based position of the call within the action execution.
+        function: the called function's identity (e.g. ``module.qualname``).
+        digest: digest of the call's arguments.
+        status: see :class:`CallStatus`.
+        result: serialised return value (``OK``), else ``None``.
+        error_type: qualified name of the exception class (``ERROR``), else ``None``.
+        error_message: ``str()`` of the exception (``ERROR``), else ``None``.
+    """
+
+    id: RecordId
+    position: int
+    function: str
+    digest: str
+    status: CallStatus
+    result: Optional[bytes] = None
+    error_type: Optional[str] = None
+    error_message: Optional[str] = None
+
+
+class ActionStateStore(ABC):
+    """Durable storage of action records, durable-call journals and pruning marks."""
+
+    # -- action records --------------------------------------------------------------
+    @abstractmethod
+    def put_action(self, record: ActionRecord) -> None:
+        """Insert or replace the action record ``record.id``."""
+
+    @abstractmethod
+    def get_action(self, record_id: RecordId) -> Optional[ActionRecord]:
+        """Return the action record ``record_id``, or ``None``."""
+
+    @abstractmethod
+    def get_run(self, namespace: str, key: str, seq: int) -> list[ActionRecord]:
+        """Return every action record of one run, ordered by (action, occurrence)."""
+
+    # -- durable-call journal ----------------------------------------------------------
+    @abstractmethod
+    def put_call(self, call: CallRecord) -> None:
+        """Insert or replace the journal entry (``call.id``, ``call.position``)."""
+
+    @abstractmethod
+    def get_calls(self, record_id: RecordId) -> list[CallRecord]:
+        """Return the journal of one action execution, ordered by position."""
+
+    @abstractmethod
+    def truncate_calls(self, record_id: RecordId, from_position: int) -> int:
+        """Delete journal entries at ``from_position`` and after; return how many."""
+
+    # -- pruning ---------------------------------------------------------------------
+    @abstractmethod
+    def prune(self, namespace: str, up_to: Mapping[str, int]) -> int:
+        """For each ``key -> seq`` delete the key's action and call records with a sequence
+        ``<= seq``, in one transaction. Return the number of rows deleted."""
+
+    @abstractmethod
+    def add_prune_marks(self, namespace: str, checkpoint_id: int,
+                        up_to: Mapping[str, int]) -> None:
+        """Remember that checkpoint ``checkpoint_id`` captured ``key -> last completed seq``."""
+
+    @abstractmethod
+    def take_prune_marks(self, namespace: str, up_to_checkpoint: int) -> dict[str, int]:
+        """Remove and return the marks of checkpoints ``<= up_to_checkpoint``, merged to the
+        highest sequence per key."""
+
+    @abstractmethod
+    def get_prune_boundary(self, namespace: str) -> Optional[int]:
+        """The newest checkpoint whose captured sequences were pruned, or ``None``."""
+
+    @abstractmethod
+    def set_prune_boundary(self, namespace: str, checkpoint_id: int, *,
+                           force: bool = False) -> None:
+        """Raise the prune boundary to ``checkpoint_id`` (never lower it unless ``force``)."""
+
+    # -- housekeeping ------------------------------------------------------------------
+    @abstractmethod
+    def clear_namespace(self, namespace: str) -> int:
+        """Delete every record, mark and the boundary of ``namespace`` (a fresh start of a
+        job that is not restored). Return the number of action and call records deleted."""
+
+    @abstractmethod
+    def size(self, namespace: Optional[str] = None) -> int:
+        """Number of action and call records (of one namespace, or all)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release connections. Idempotent."""
+
+    def __enter__(self: _S) -> _S:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

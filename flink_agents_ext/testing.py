@@ -1,0 +1,290 @@
+"""A pure-Python test harness for checkpointed keyed functions: no JVM, no cluster.
+
+The PyFlink analogue of Flink's ``KeyedOneInputStreamOperatorTestHarness``: drive a
+:class:`~flink_agents_ext.checkpoint.CheckpointedKeyedProcessFunction` (for instance a
+:class:`~flink_agents_ext.actions.DurableAgentFunction`) with elements, take snapshots,
+notify completion or abort, restore a snapshot into a fresh instance, and inspect outputs,
+keyed state and metrics::
+
+    h = KeyedFunctionHarness(make_function())
+    h.process_element({"id": 1}, key="alice")
+    snap = h.snapshot()                 # checkpoint 1
+    h.notify_complete(snap.checkpoint_id)
+    h2 = h.restore(snap, make_function())   # a fresh instance, as after a failover
+    h2.process_element({"id": 1}, key="alice")
+
+Keyed state lives in the harness (``ValueState``, ``ListState``, ``MapState`` are
+supported); the checkpoint callbacks go through the same
+:class:`~flink_agents_ext.checkpoint.bridge.CheckpointBridge` as on a cluster.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Optional
+
+from pyflink.datastream import OutputTag
+
+from flink_agents_ext.checkpoint.bridge import CheckpointBridge
+from flink_agents_ext.checkpoint.function import CheckpointedKeyedProcessFunction
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def inc(self, n: int = 1) -> None:
+        self.count += n
+
+    def dec(self, n: int = 1) -> None:
+        self.count -= n
+
+    def get_count(self) -> int:
+        return self.count
+
+
+class FakeMetricGroup:
+    """Records counters and gauges by name (dotted with the group path)."""
+
+    def __init__(self, registry: Optional[dict[str, Any]] = None, prefix: str = "") -> None:
+        self.registry: dict[str, Any] = {} if registry is None else registry
+        self.prefix = prefix
+
+    def add_group(self, name: str, extra: Optional[str] = None) -> FakeMetricGroup:
+        return FakeMetricGroup(self.registry, f"{self.prefix}{name}.")
+
+    def counter(self, name: str) -> _Counter:
+        return self.registry.setdefault(self.prefix + name, _Counter())  # type: ignore[no-any-return]
+
+    def gauge(self, name: str, obj: Callable[[], int]) -> None:
+        self.registry[self.prefix + name] = obj
+
+
+class _KeyedStore:
+    """state name -> key -> value, plus the current key."""
+
+    def __init__(self, data: Optional[dict[str, dict[Any, Any]]] = None) -> None:
+        self.data: dict[str, dict[Any, Any]] = data or {}
+        self.current_key: Any = None
+
+    def table(self, name: str) -> dict[Any, Any]:
+        return self.data.setdefault(name, {})
+
+
+class _ValueState:
+    def __init__(self, store: _KeyedStore, name: str) -> None:
+        self._store, self._name = store, name
+
+    def value(self) -> Any:
+        return self._store.table(self._name).get(self._store.current_key)
+
+    def update(self, value: Any) -> None:
+        self._store.table(self._name)[self._store.current_key] = value
+
+    def clear(self) -> None:
+        self._store.table(self._name).pop(self._store.current_key, None)
+
+
+class _ListState(_ValueState):
+    def get(self) -> list[Any]:
+        return list(super().value() or [])
+
+    def add(self, value: Any) -> None:
+        self.update([*self.get(), value])
+
+    def add_all(self, values: Iterable[Any]) -> None:
+        self.update([*self.get(), *values])
+
+
+class _MapState(_ValueState):
+    def _map(self) -> dict[Any, Any]:
+        return self._store.table(self._name).setdefault(self._store.current_key, {})  # type: ignore[no-any-return]
+
+    def get(self, key: Any) -> Any:
+        return self._map().get(key)
+
+    def put(self, key: Any, value: Any) -> None:
+        self._map()[key] = value
+
+    def remove(self, key: Any) -> None:
+        self._map().pop(key, None)
+
+    def contains(self, key: Any) -> bool:
+        return key in self._map()
+
+    def items(self) -> Iterable[tuple[Any, Any]]:
+        return list(self._map().items())
+
+    def keys(self) -> Iterable[Any]:
+        return list(self._map().keys())
+
+    def is_empty(self) -> bool:
+        return not self._map()
+
+
+class _RuntimeContext:
+    def __init__(self, harness: KeyedFunctionHarness) -> None:
+        self._h = harness
+
+    def get_state(self, descriptor: Any) -> _ValueState:
+        return _ValueState(self._h._state, descriptor.name)
+
+    def get_list_state(self, descriptor: Any) -> _ListState:
+        return _ListState(self._h._state, descriptor.name)
+
+    def get_map_state(self, descriptor: Any) -> _MapState:
+        return _MapState(self._h._state, descriptor.name)
+
+    def get_metrics_group(self) -> FakeMetricGroup:
+        return self._h.metrics
+
+    def get_index_of_this_subtask(self) -> int:
+        return 0
+
+    def get_number_of_parallel_subtasks(self) -> int:
+        return 1
+
+
+class _TimerService:
+    def __init__(self, harness: KeyedFunctionHarness) -> None:
+        self._h = harness
+
+    def current_processing_time(self) -> int:
+        return self._h.processing_time
+
+    def current_watermark(self) -> int:
+        return -(2**63)
+
+    def register_processing_time_timer(self, timestamp: int) -> None:
+        self._h._timers.add((timestamp, self._h._state.current_key))
+
+    def delete_processing_time_timer(self, timestamp: int) -> None:
+        self._h._timers.discard((timestamp, self._h._state.current_key))
+
+    register_event_time_timer = register_processing_time_timer
+    delete_event_time_timer = delete_processing_time_timer
+
+
+class _Context:
+    def __init__(self, harness: KeyedFunctionHarness) -> None:
+        self._h = harness
+
+    def get_current_key(self) -> Any:
+        return self._h._state.current_key
+
+    def timer_service(self) -> _TimerService:
+        return _TimerService(self._h)
+
+    def timestamp(self) -> Optional[int]:
+        return None
+
+
+@dataclass(frozen=True)
+class HarnessSnapshot:
+    """A checkpoint taken by :meth:`KeyedFunctionHarness.snapshot`."""
+
+    checkpoint_id: int
+    keyed_state: dict[str, dict[Any, Any]]
+    ledger: bytes
+
+
+class KeyedFunctionHarness:
+    """Drives one instance (one subtask) of a checkpointed keyed function.
+
+    Attributes:
+        outputs: records emitted on the main output, in order.
+        side_outputs: tag id -> records emitted to that side output.
+        metrics: name -> counter (``.count``) or gauge callable.
+        processing_time: the time timers see; advance with :meth:`advance_processing_time`.
+    """
+
+    def __init__(self, function: CheckpointedKeyedProcessFunction,
+                 keyed_state: Optional[dict[str, dict[Any, Any]]] = None,
+                 open_function: bool = True) -> None:
+        if not isinstance(function, CheckpointedKeyedProcessFunction):
+            raise TypeError("the harness drives CheckpointedKeyedProcessFunction subclasses")
+        self.function = function
+        self._state = _KeyedStore(copy.deepcopy(keyed_state) if keyed_state else None)
+        self._changed: dict[Any, None] = {}
+        self._timers: set[tuple[int, Any]] = set()
+        self._last_checkpoint = 0
+        self.outputs: list[Any] = []
+        self.side_outputs: dict[str, list[Any]] = {}
+        self.metrics = FakeMetricGroup()
+        self.processing_time = 0
+        self.bridge = CheckpointBridge(function, self._walk_changed_keys)
+        if open_function:
+            function.open(_RuntimeContext(self))
+
+    def _walk_changed_keys(self) -> Iterator[Any]:
+        keys, self._changed = list(self._changed), {}
+        for key in keys:
+            self._state.current_key = key
+            yield key
+
+    def _collect(self, results: Optional[Iterable[Any]]) -> list[Any]:
+        emitted = []
+        for item in results or ():
+            if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], OutputTag):
+                self.side_outputs.setdefault(item[0].tag_id, []).append(item[1])
+            else:
+                self.outputs.append(item)
+                emitted.append(item)
+        return emitted
+
+    def process_element(self, value: Any, key: Any) -> list[Any]:
+        """Process ``value`` under ``key``; return the main-output records it emitted."""
+        self._state.current_key = key
+        self._changed[key] = None
+        return self._collect(self.function.process_element(value, _Context(self)))
+
+    def advance_processing_time(self, timestamp: int) -> list[Any]:
+        """Fire the timers due at ``timestamp``, in time order; return what they emitted."""
+        self.processing_time = timestamp
+        emitted: list[Any] = []
+        for ts, key in sorted(t for t in self._timers if t[0] <= timestamp):
+            self._timers.discard((ts, key))
+            self._state.current_key = key
+            self._changed[key] = None
+            emitted += self._collect(self.function.on_timer(ts, _Context(self)))
+        return emitted
+
+    def snapshot(self, checkpoint_id: Optional[int] = None) -> HarnessSnapshot:
+        """Take checkpoint ``checkpoint_id`` (default: the next id) and return it."""
+        cid = self._last_checkpoint + 1 if checkpoint_id is None else checkpoint_id
+        self._last_checkpoint = cid
+        ledger = self.bridge.snapshot(cid)
+        return HarnessSnapshot(cid, copy.deepcopy(self._state.data), ledger)
+
+    def notify_complete(self, checkpoint_id: int) -> None:
+        """Deliver ``notifyCheckpointComplete(checkpoint_id)``."""
+        self.bridge.complete(checkpoint_id)
+
+    def notify_abort(self, checkpoint_id: int) -> None:
+        """Deliver ``notifyCheckpointAborted(checkpoint_id)``."""
+        self.bridge.abort(checkpoint_id)
+
+    def restore(self, snapshot: HarnessSnapshot,
+                function: CheckpointedKeyedProcessFunction) -> KeyedFunctionHarness:
+        """A new harness for ``function`` (a fresh instance) restored from ``snapshot``:
+        its keyed state is the snapshot's, and its restore callback runs after ``open``."""
+        restored = KeyedFunctionHarness(function, snapshot.keyed_state)
+        restored._last_checkpoint = snapshot.checkpoint_id
+        restored.bridge.restore(snapshot.checkpoint_id, [snapshot.ledger])
+        return restored
+
+    def state(self, name: str, key: Any) -> Any:
+        """The value of keyed state ``name`` for ``key`` (``None`` when unset)."""
+        return self._state.table(name).get(key)
+
+    def metric(self, name: str) -> int:
+        """The value of a counter or gauge whose name ends with ``name``."""
+        for full, metric in self.metrics.registry.items():
+            if full == name or full.endswith("." + name):
+                return metric() if callable(metric) else int(metric.count)
+        raise KeyError(f"no metric {name!r}; have {sorted(self.metrics.registry)}")
+
+    def close(self) -> None:
+        """Close the function."""
+        self.function.close()

@@ -1,0 +1,369 @@
+"""Support-ticket triage: the main job of flink-agents-ext.
+
+Tickets (JSON lines from a file or directory, plus a generated stream for load) are keyed by
+customer. For each ticket an agent runs three actions: ``classify`` (a "model" call),
+``enrich`` (a CRM "tool" call; counts the customer's tickets in per-key memory) and
+``respond`` (a "model" call drafting a reply, plus a "pager" tool call for urgent tickets of
+gold customers). Every model/tool call is a durable call; each real execution is appended to
+``<output>/side_effects.jsonl`` so the summary can prove none ran twice. Results go to an
+exactly-once FileSink (``<output>/results``); bad input and failed actions go, with the
+reason, to ``<output>/dead_letters``.
+
+    python jobs/support_triage.py --config conf/local.yaml [--fail-after 800]
+
+``--fail-after N`` makes the ``respond`` action fail once, after its durable call, for the
+N-th generated ticket: Flink restarts from the last checkpoint, replays, and the summary shows
+that no durable call ran twice while the records were pruned as checkpoints completed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections import Counter
+from typing import Any, Iterator, Sequence
+
+from pyflink.common import Configuration, Encoder, Types, WatermarkStrategy
+from pyflink.datastream import ProcessFunction, StreamExecutionEnvironment
+from pyflink.datastream.connectors.file_system import FileSink, FileSource, StreamFormat
+from pyflink.datastream.connectors.number_seq import NumberSequenceSource
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from flink_agents_ext import configure_environment, process_with_checkpoints  # noqa: E402
+from flink_agents_ext.actions import (  # noqa: E402
+    DEAD_LETTER_TAG,
+    INPUT,
+    ActionContext,
+    Agent,
+    DurableAgentFunction,
+    RetryableActionError,
+    durable_name,
+)
+from flink_agents_ext.checkpoint import CheckpointPayload  # noqa: E402
+from flink_agents_ext.config import JobConfig, load_config  # noqa: E402
+from flink_agents_ext.store import open_store  # noqa: E402
+
+MAX_TICKET_BYTES = 16 * 1024
+CUSTOMERS = ["acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "wonka",
+             "cyberdyne", "tyrell", "soylent", "oscorp"]
+TEXTS = ["Cannot log in since this morning", "Invoice shows a double charge!",
+         "How do I export my data?", "The API returns 500 errors!!", "Please cancel my plan",
+         "Feature request: dark mode", "Payment failed twice", "Outage in EU region!",
+         "Password reset email never arrives", "Upgrade to enterprise tier"]
+
+
+# -- the "model" and "tools": deterministic, local, and logged on every real execution ----
+def _side_effect(out_dir: str, call: str, ticket_id: str) -> None:
+    with open(os.path.join(out_dir, "side_effects.jsonl"), "a") as fh:
+        fh.write(json.dumps({"call": call, "ticket": ticket_id}) + "\n")
+
+
+def _score(*parts: str) -> int:
+    return int(hashlib.sha256("|".join(parts).encode()).hexdigest()[:8], 16)
+
+
+@durable_name("triage.model.classify.v1")
+def model_classify(out_dir: str, ticket_id: str, text: str) -> dict:
+    _side_effect(out_dir, "model_classify", ticket_id)
+    lowered = text.lower()
+    category = ("billing" if any(w in lowered for w in ("invoice", "payment", "charge"))
+                else "outage" if any(w in lowered for w in ("outage", "500", "error"))
+                else "account" if any(w in lowered for w in ("log in", "password", "cancel"))
+                else "general")
+    return {"category": category, "urgency": "high" if "!" in text else "normal"}
+
+
+@durable_name("triage.tool.crm_lookup.v1")
+def crm_lookup(out_dir: str, ticket_id: str, customer: str) -> dict:
+    _side_effect(out_dir, "crm_lookup", ticket_id)
+    return {"tier": ("gold", "silver", "bronze")[_score(customer) % 3]}
+
+
+@durable_name("triage.model.draft_reply.v1")
+def model_draft_reply(out_dir: str, ticket_id: str, category: str, tier: str) -> str:
+    _side_effect(out_dir, "model_draft_reply", ticket_id)
+    return f"[{tier}] Thanks for reaching out about your {category} issue; we are on it."
+
+
+@durable_name("triage.tool.page_oncall.v1")
+def page_oncall(out_dir: str, ticket_id: str, category: str) -> str:
+    _side_effect(out_dir, "page_oncall", ticket_id)
+    return f"PAGE-{_score(ticket_id, category) % 10000:04d}"
+
+
+def build_agent(out_dir: str, fail_after: int) -> Agent:
+    """The triage agent: classify -> enrich -> respond."""
+    agent = Agent("support-triage")
+
+    @agent.action(on=INPUT)
+    def classify(ticket: dict, ctx: ActionContext) -> None:
+        verdict = ctx.durable_execute(model_classify, out_dir, ticket["ticket_id"],
+                                      ticket["text"])
+        ctx.send("classified", {**ticket, **verdict})
+
+    @agent.action(on="classified")
+    def enrich(ticket: dict, ctx: ActionContext) -> None:
+        profile = ctx.durable_execute(crm_lookup, out_dir, ticket["ticket_id"],
+                                      ticket["customer"])
+        ctx.memory["tickets"] = ctx.memory.get("tickets", 0) + 1
+        ctx.memory["last_category"] = ticket["category"]
+        ctx.send("enriched", {**ticket, **profile, "customer_tickets": ctx.memory["tickets"]})
+
+    @agent.action(on="enriched")
+    def respond(ticket: dict, ctx: ActionContext) -> None:
+        reply = ctx.durable_execute(model_draft_reply, out_dir, ticket["ticket_id"],
+                                    ticket["category"], ticket["tier"])
+        if fail_after and ticket.get("n") == fail_after:
+            marker = os.path.join(out_dir, "failed-once")
+            if not os.path.exists(marker):
+                open(marker, "w").close()
+                raise RetryableActionError(
+                    f"injected failure after the reply to {ticket['ticket_id']} was drafted")
+        page = None
+        if ticket["urgency"] == "high" and ticket["tier"] == "gold":
+            page = ctx.durable_execute(page_oncall, out_dir, ticket["ticket_id"],
+                                       ticket["category"])
+        ctx.emit(json.dumps({
+            "ticket_id": ticket["ticket_id"], "customer": ticket["customer"],
+            "category": ticket["category"], "urgency": ticket["urgency"],
+            "tier": ticket["tier"], "customer_tickets": ticket["customer_tickets"],
+            "reply": reply, "page": page}, sort_keys=True))
+
+    return agent
+
+
+class TriageFunction(DurableAgentFunction):
+    """The durable agent function, plus a stats file per instance for the job summary."""
+
+    def __init__(self, *args: Any, stats_dir: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stats_dir = stats_dir
+
+    def open(self, runtime_context: Any) -> None:
+        super().open(runtime_context)
+        os.makedirs(self.stats_dir, exist_ok=True)
+        self._stats_file = os.path.join(self.stats_dir, f"{uuid.uuid4().hex}.json")
+
+    def _write_stats(self) -> None:
+        tmp = self._stats_file + ".tmp"
+        with open(tmp, "w") as fh:
+            json.dump(self.stats(), fh)
+        os.replace(tmp, self._stats_file)
+
+    def notify_checkpoint_complete(self, checkpoint_id: int,
+                                   payloads: Sequence[CheckpointPayload]) -> None:
+        super().notify_checkpoint_complete(checkpoint_id, payloads)
+        self._write_stats()
+
+    def close(self) -> None:
+        if hasattr(self, "_stats_file"):
+            self._write_stats()
+        super().close()
+
+
+class ParseTicket(ProcessFunction):
+    """JSON line -> ticket dict; anything else goes to the dead letters with the reason."""
+
+    def process_element(self, line: str, ctx: Any) -> Iterator[Any]:
+        reason = None
+        ticket: Any = None
+        if len(line.encode("utf-8")) > MAX_TICKET_BYTES:
+            reason = f"oversized ticket: {len(line.encode('utf-8'))} bytes > {MAX_TICKET_BYTES}"
+        else:
+            try:
+                ticket = json.loads(line)
+            except json.JSONDecodeError as exc:
+                reason = f"malformed JSON: {exc}"
+        if reason is None:
+            if not isinstance(ticket, dict) or ticket.get("type") != "ticket":
+                kind = ticket.get("type") if isinstance(ticket, dict) else type(ticket).__name__
+                reason = f"unknown event type: {kind!r}"
+            else:
+                missing = [f for f in ("ticket_id", "customer", "text")
+                           if not isinstance(ticket.get(f), str)]
+                if missing:
+                    reason = f"missing or non-string field(s): {', '.join(missing)}"
+        if reason is not None:
+            yield DEAD_LETTER_TAG, json.dumps({"reason": reason, "input": line[:2000]})
+        else:
+            yield ticket
+
+
+def generated_ticket(n: int) -> str:
+    """The n-th generated ticket (deterministic)."""
+    return json.dumps({"type": "ticket", "ticket_id": f"G-{n:06d}", "n": n,
+                       "customer": CUSTOMERS[_score(str(n), "c") % len(CUSTOMERS)],
+                       "text": TEXTS[_score(str(n), "t") % len(TEXTS)]})
+
+
+def build(env: StreamExecutionEnvironment, cfg: JobConfig, out_dir: str,
+          fail_after: int) -> None:
+    """Build the pipeline on ``env``."""
+    lines = None
+    if cfg.input_path:
+        source = FileSource.for_record_stream_format(StreamFormat.text_line_format(),
+                                                     os.path.abspath(cfg.input_path)).build()
+        lines = env.from_source(source, WatermarkStrategy.no_watermarks(),
+                                "ticket-files").uid("ticket-files")
+    if cfg.generate:
+        pause = 1.0 / cfg.rate if cfg.rate else 0.0
+
+        def make(n: int) -> str:
+            if pause:
+                time.sleep(pause)
+            return generated_ticket(int(n))
+
+        gen = env.from_source(NumberSequenceSource(1, cfg.generate),
+                              WatermarkStrategy.no_watermarks(), "generated-tickets") \
+            .uid("generated-tickets").map(make, output_type=Types.STRING()).uid("generate")
+        lines = gen if lines is None else lines.union(gen)
+    assert lines is not None
+    parsed = lines.process(ParseTicket()).uid("parse").name("parse")
+    agent = TriageFunction(
+        build_agent(out_dir, fail_after), cfg.store_settings(), cfg.namespace,
+        retention=cfg.retention, stats_dir=os.path.join(out_dir, "stats"))
+    results = process_with_checkpoints(
+        parsed.key_by(lambda t: t["customer"], key_type=Types.STRING()), agent,
+        Types.STRING(), name="triage-agent", uid="triage-agent")
+    dead = parsed.get_side_output(DEAD_LETTER_TAG).union(
+        results.get_side_output(DEAD_LETTER_TAG))
+    encoder = Encoder.simple_string_encoder()
+    results.sink_to(FileSink.for_row_format(os.path.join(out_dir, "results"), encoder)
+                    .build()).uid("results-sink").name("results")
+    dead.sink_to(FileSink.for_row_format(os.path.join(out_dir, "dead_letters"), encoder)
+                 .build()).uid("dead-letter-sink").name("dead-letters")
+
+
+def make_env(cfg: JobConfig, savepoint: str | None = None) -> StreamExecutionEnvironment:
+    """An environment configured from ``cfg``."""
+    conf = Configuration()
+    conf.set_string("restart-strategy.type", "fixed-delay")
+    conf.set_string("restart-strategy.fixed-delay.attempts", str(cfg.restart_attempts))
+    conf.set_string("restart-strategy.fixed-delay.delay", "500 ms")
+    conf.set_string("state.checkpoints.num-retained", str(cfg.retention))
+    conf.set_string("python.fn-execution.bundle.size", "1000")
+    if cfg.checkpoint_dir:
+        conf.set_string("execution.checkpointing.dir", cfg.checkpoint_dir)
+    if savepoint:
+        conf.set_string("execution.savepoint.path", savepoint)
+    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    configure_environment(env, cfg.execution_mode)
+    env.set_parallelism(cfg.parallelism)
+    env.enable_checkpointing(cfg.checkpoint_interval_ms)
+    return env
+
+
+def _part_lines(directory: str) -> list[str]:
+    lines: list[str] = []
+    for path in glob.glob(os.path.join(directory, "*", "part-*")):
+        with open(path) as fh:
+            lines += [line for line in fh.read().splitlines() if line]
+    return lines
+
+
+def summary(cfg: JobConfig, out_dir: str) -> dict[str, Any]:
+    """What the run did, from its outputs, side-effect ledger, stats files and store."""
+    stats: Counter[str] = Counter()
+    for path in glob.glob(os.path.join(out_dir, "stats", "*.json")):
+        with open(path) as fh:
+            data = json.load(fh)
+        data.pop("store_records", None)
+        stats.update(data)
+    calls: Counter[tuple[str, str]] = Counter()
+    ledger = os.path.join(out_dir, "side_effects.jsonl")
+    if os.path.exists(ledger):
+        with open(ledger) as fh:
+            calls.update((e["call"], e["ticket"]) for e in map(json.loads, fh))
+    with open_store(cfg.store_settings()) as store:
+        records_left = store.size(cfg.namespace)
+    results = _part_lines(os.path.join(out_dir, "results"))
+    return {
+        "results": len(results),
+        "dead_letters": len(_part_lines(os.path.join(out_dir, "dead_letters"))),
+        "runs": stats["runs"],
+        "actions_run": stats["actions_run"],
+        "actions_replayed": stats["actions_replayed"],
+        "durable_calls_run": sum(calls.values()),
+        "durable_calls_replayed": stats["durable_calls_replayed"],
+        "durable_calls_run_twice": sum(1 for v in calls.values() if v > 1),
+        "records_pruned": stats["records_pruned"],
+        "store_records_left": records_left,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the job; print progress and a summary."""
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="conf/local.yaml")
+    p.add_argument("--fail-after", type=int, default=0,
+                   help="fail once in 'respond' for the N-th generated ticket (0: never)")
+    p.add_argument("--parallelism", type=int, default=0, help="override job.parallelism")
+    p.add_argument("--mode", choices=["thread", "process"], help="override execution mode")
+    p.add_argument("--from-savepoint", default="", help="resume from this savepoint")
+    p.add_argument("--summary-json", default="", help="also write the summary here")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    overrides: dict[str, Any] = {}
+    if args.parallelism:
+        overrides["job.parallelism"] = args.parallelism
+    if args.mode:
+        overrides["job.execution_mode"] = args.mode
+    cfg = load_config(args.config, overrides)
+    out_dir = os.path.abspath(cfg.output_dir)
+    if not args.from_savepoint:
+        # A fresh run: start from empty outputs and an empty namespace.
+        for sub in ("results", "dead_letters", "stats"):
+            shutil.rmtree(os.path.join(out_dir, sub), ignore_errors=True)
+        for name in ("side_effects.jsonl", "failed-once"):
+            if os.path.exists(os.path.join(out_dir, name)):
+                os.remove(os.path.join(out_dir, name))
+        with open_store(cfg.store_settings()) as store:
+            store.clear_namespace(cfg.namespace)
+    os.makedirs(out_dir, exist_ok=True)
+
+    env = make_env(cfg, args.from_savepoint or None)
+    build(env, cfg, out_dir, args.fail_after)
+    total = cfg.generate + (sum(1 for _ in open(cfg.input_path)) if cfg.input_path and
+                            os.path.isfile(cfg.input_path) else 0)
+    print(f"support-triage: {total} tickets, {cfg.execution_mode} mode, parallelism "
+          f"{cfg.parallelism}, checkpoint every {cfg.checkpoint_interval_ms} ms, store "
+          f"{cfg.store['backend']}, output {out_dir}"
+          + (f", failure injected at ticket G-{args.fail_after:06d}" if args.fail_after
+             else ""), flush=True)
+    started = time.time()
+    client = env.execute_async(cfg.name)
+    ledger = os.path.join(out_dir, "side_effects.jsonl")
+    while True:
+        status = str(client.get_job_status().result())
+        if status in ("FINISHED", "FAILED", "CANCELED"):
+            break
+        calls = sum(1 for _ in open(ledger)) if os.path.exists(ledger) else 0
+        failed = " (failure injected, restarted)" if os.path.exists(
+            os.path.join(out_dir, "failed-once")) else ""
+        print(f"  {time.time() - started:5.1f}s {status.lower():<10} durable calls run: "
+              f"{calls}{failed}", flush=True)
+        time.sleep(2)
+    client.get_job_execution_result().result()  # raises if the job failed
+    report = summary(cfg, out_dir)
+    print(f"finished in {time.time() - started:.1f}s", flush=True)
+    width = max(map(len, report))
+    for name, value in report.items():
+        print(f"  {name:<{width}}  {value}")
+    if args.summary_json:
+        with open(args.summary_json, "w") as fh:
+            json.dump(report, fh, indent=2)
+    return 0 if report["durable_calls_run_twice"] == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

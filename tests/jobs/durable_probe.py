@@ -1,0 +1,153 @@
+"""A probe job for durable actions on the mini-cluster.
+
+Every durable call appends ``{"key", "seq", "pos"}`` to ``<out>/ledger.jsonl`` when it
+really executes, so a test can prove no recorded call ran twice. Outputs go to an
+exactly-once FileSink under ``<out>/sink`` (or, with ``--sink writer``, to plain files).
+
+Options inject a failure inside an action after its durable call (``--fail-at I``: element
+``I``, first attempt only), stop the job with a savepoint after ``--stop-after`` ledger
+lines (prints ``SAVEPOINT <path>``), or resume from ``--from-savepoint``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+from pyflink.common import Configuration, Encoder, Types, WatermarkStrategy
+from pyflink.datastream import MapFunction, StreamExecutionEnvironment
+from pyflink.datastream.connectors.file_system import FileSink
+from pyflink.datastream.connectors.number_seq import NumberSequenceSource
+
+from flink_agents_ext import configure_environment, process_with_checkpoints
+from flink_agents_ext.actions import INPUT, ActionContext, Agent, DurableAgentFunction
+
+
+def ledger_call(out_dir: str, key: str, seq: int, pos: int, text: str) -> str:
+    """The side effect: one ledger line per real execution."""
+    with open(os.path.join(out_dir, "ledger.jsonl"), "a") as fh:
+        fh.write(json.dumps({"key": key, "seq": seq, "pos": pos}) + "\n")
+    return f"{text}@{seq}.{pos}"
+
+
+def build_agent(out_dir: str, fail_at: int) -> Agent:
+    agent = Agent("probe")
+
+    @agent.action(on=INPUT)
+    def think(event: Any, ctx: ActionContext) -> None:
+        key, i = event
+        thought = ctx.durable_execute(ledger_call, out_dir, key, ctx.seq, 0, f"t{i}")
+        ctx.memory["runs"] = ctx.memory.get("runs", 0) + 1
+        ctx.send("act", {"i": i, "thought": thought})
+
+    @agent.action(on="act")
+    def act(event: dict, ctx: ActionContext) -> None:
+        done = ctx.durable_execute(ledger_call, out_dir, ctx.key, ctx.seq, 1, event["thought"])
+        if event["i"] == fail_at:
+            marker = os.path.join(out_dir, "failed-once")
+            if not os.path.exists(marker):
+                open(marker, "w").close()
+                raise RuntimeError(f"injected failure after the durable call of {event['i']}")
+        ctx.emit(json.dumps({"key": ctx.key, "seq": ctx.seq, "i": event["i"], "done": done,
+                             "runs": ctx.memory["runs"]}, sort_keys=True))
+
+    return agent
+
+
+class Writer(MapFunction):
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = out_dir
+
+    def open(self, runtime_context: Any) -> None:
+        os.makedirs(os.path.join(self.out_dir, "writer"), exist_ok=True)
+        self.fh = open(os.path.join(self.out_dir, "writer", f"{os.getpid()}-{id(self)}.txt"),
+                       "a")
+
+    def map(self, value: str) -> str:
+        self.fh.write(value + "\n")
+        self.fh.flush()
+        return value
+
+    def close(self) -> None:
+        self.fh.close()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--out", required=True)
+    p.add_argument("--db", required=True)
+    p.add_argument("--namespace", default="durable-probe")
+    p.add_argument("--mode", choices=["thread", "process"], default="thread")
+    p.add_argument("--n", type=int, default=2000)
+    p.add_argument("--keys", type=int, default=25)
+    p.add_argument("--parallelism", type=int, default=1)
+    p.add_argument("--interval", type=int, default=300)
+    p.add_argument("--delay", type=float, default=0.001)
+    p.add_argument("--fail-at", type=int, default=-1)
+    p.add_argument("--sink", choices=["file", "writer"], default="file")
+    p.add_argument("--stop-after", type=int, default=0,
+                   help="stop with a savepoint after this many ledger lines")
+    p.add_argument("--from-savepoint", default="")
+    args = p.parse_args()
+    os.makedirs(args.out, exist_ok=True)
+
+    conf = Configuration()
+    conf.set_string("restart-strategy.type", "fixed-delay")
+    conf.set_string("restart-strategy.fixed-delay.attempts", "3")
+    conf.set_string("restart-strategy.fixed-delay.delay", "200 ms")
+    conf.set_string("python.fn-execution.bundle.size", "100")
+    conf.set_string("python.fn-execution.bundle.time", "100")
+    if args.from_savepoint:
+        conf.set_string("execution.savepoint.path", args.from_savepoint)
+    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    configure_environment(env, args.mode)
+    env.set_parallelism(args.parallelism)
+    env.enable_checkpointing(args.interval)
+    keys, delay = args.keys, args.delay
+
+    def to_pair(i: int) -> tuple:
+        if delay:
+            time.sleep(delay)
+        return (f"k{i % keys}", i)
+
+    src = env.from_source(NumberSequenceSource(0, args.n - 1),
+                          WatermarkStrategy.no_watermarks(), "numbers").uid("numbers")
+    pairs = src.map(to_pair, output_type=Types.TUPLE([Types.STRING(), Types.LONG()])).uid("pairs")
+    fn = DurableAgentFunction(build_agent(args.out, args.fail_at),
+                              {"backend": "sqlite", "path": args.db}, args.namespace,
+                              on_action_error="fail")
+    out = process_with_checkpoints(pairs.key_by(lambda t: t[0], key_type=Types.STRING()), fn,
+                                   Types.STRING(), name="agent", uid="agent")
+    if args.sink == "file":
+        out.sink_to(FileSink.for_row_format(os.path.join(args.out, "sink"),
+                                            Encoder.simple_string_encoder()).build()).uid("sink")
+    else:
+        out.map(Writer(args.out), output_type=Types.STRING()).uid("writer")
+
+    if not args.stop_after:
+        env.execute("durable-probe")
+        return
+    client = env.execute_async("durable-probe")
+    ledger = os.path.join(args.out, "ledger.jsonl")
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if os.path.exists(ledger) and sum(1 for _ in open(ledger)) >= args.stop_after:
+            break
+        time.sleep(0.05)
+    # PyFlink 2.3's JobClient.stop_with_savepoint calls a Java signature that no longer
+    # exists; call the Java client with the savepoint format.
+    from pyflink.java_gateway import get_gateway
+
+    fmt = get_gateway().jvm.org.apache.flink.core.execution.SavepointFormatType.CANONICAL
+    path = client._j_job_client.stopWithSavepoint(
+        False, "file://" + os.path.join(args.out, "savepoints"), fmt).get()
+    print(f"SAVEPOINT {path}", flush=True)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
