@@ -9,6 +9,8 @@ STAMP  := $(VENV)/.fae-installed-$(shell cat setup.py constraints.txt | sha1sum 
 
 help:
 	@echo "make run       set up, then run the main job on the local mini-cluster"
+	@echo "               (FAIL_AFTER=0 for no injected failure, CONFIG=conf/... for another profile)"
+	@echo "make demo      the checkpoint-callback demo job"
 	@echo "make test      set up, then lint and run the whole test suite"
 	@echo "make test-fast unit tests only (no Flink job)"
 	@echo "make lint      ruff + mypy"
@@ -30,10 +32,14 @@ setup: $(STAMP)
 jar: setup
 	$(PY) -m flink_agents_ext.jar
 
-run: jar
-	$(PY) jobs/checkpoint_demo.py
+CONFIG ?= conf/local.yaml
+FAIL_AFTER ?= 800
 
-demo: run
+run: jar
+	$(PY) jobs/support_triage.py --config $(CONFIG) --fail-after $(FAIL_AFTER)
+
+demo: jar
+	$(PY) jobs/checkpoint_demo.py
 
 lint: setup
 	$(PY) -m ruff check flink_agents_ext jobs tests
