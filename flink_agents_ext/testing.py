@@ -21,10 +21,11 @@ supported); the checkpoint callbacks go through the same
 from __future__ import annotations
 
 import copy
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Optional
 
-from pyflink.datastream import OutputTag
+from pyflink.datastream import OutputTag, TimeDomain
 
 from flink_agents_ext.checkpoint.bridge import CheckpointBridge
 from flink_agents_ext.checkpoint.function import CheckpointedKeyedProcessFunction
@@ -162,13 +163,18 @@ class _TimerService:
     def delete_processing_time_timer(self, timestamp: int) -> None:
         self._h._timers.discard((timestamp, self._h._state.current_key))
 
-    register_event_time_timer = register_processing_time_timer
-    delete_event_time_timer = delete_processing_time_timer
+    def register_event_time_timer(self, timestamp: int) -> None:
+        self._h._event_timers.add((timestamp, self._h._state.current_key))
+
+    def delete_event_time_timer(self, timestamp: int) -> None:
+        self._h._event_timers.discard((timestamp, self._h._state.current_key))
 
 
 class _Context:
-    def __init__(self, harness: KeyedFunctionHarness) -> None:
+    def __init__(self, harness: KeyedFunctionHarness,
+                 domain: TimeDomain = TimeDomain.PROCESSING_TIME) -> None:
         self._h = harness
+        self._domain = domain
 
     def get_current_key(self) -> Any:
         return self._h._state.current_key
@@ -179,6 +185,9 @@ class _Context:
     def timestamp(self) -> Optional[int]:
         return None
 
+    def time_domain(self) -> TimeDomain:
+        return self._domain
+
 
 @dataclass(frozen=True)
 class HarnessSnapshot:
@@ -187,6 +196,8 @@ class HarnessSnapshot:
     checkpoint_id: int
     keyed_state: dict[str, dict[Any, Any]]
     ledger: bytes
+    timers: frozenset[tuple[int, Any]] = frozenset()
+    event_timers: frozenset[tuple[int, Any]] = frozenset()
 
 
 class KeyedFunctionHarness:
@@ -208,6 +219,7 @@ class KeyedFunctionHarness:
         self._state = _KeyedStore(copy.deepcopy(keyed_state) if keyed_state else None)
         self._changed: dict[Any, None] = {}
         self._timers: set[tuple[int, Any]] = set()
+        self._event_timers: set[tuple[int, Any]] = set()
         self._last_checkpoint = 0
         self.outputs: list[Any] = []
         self.side_outputs: dict[str, list[Any]] = {}
@@ -243,11 +255,42 @@ class KeyedFunctionHarness:
         """Fire the timers due at ``timestamp``, in time order; return what they emitted."""
         self.processing_time = timestamp
         emitted: list[Any] = []
-        for ts, key in sorted(t for t in self._timers if t[0] <= timestamp):
+        for ts, key in sorted((t for t in self._timers if t[0] <= timestamp),
+                              key=lambda t: (t[0], repr(t[1]))):
             self._timers.discard((ts, key))
             self._state.current_key = key
             self._changed[key] = None
             emitted += self._collect(self.function.on_timer(ts, _Context(self)))
+        return emitted
+
+    def run_until_idle(self, timeout_s: float = 30.0, step_ms: int = 5) -> list[Any]:
+        """Advance processing time in steps (sleeping as much in real time) until no
+        processing-time timer is left, e.g. until every run in flight was applied; return
+        what the timers emitted.
+
+        Raises:
+            TimeoutError: timers were still pending after ``timeout_s``.
+        """
+        deadline = time.monotonic() + timeout_s
+        emitted: list[Any] = []
+        while self._timers:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(self._timers)} timers still pending")
+            time.sleep(step_ms / 1000)
+            emitted += self.advance_processing_time(self.processing_time + step_ms)
+        return emitted
+
+    def end_input(self) -> list[Any]:
+        """Deliver the final watermark of a bounded input: fire every event-time timer, in
+        time order; return what they emitted."""
+        emitted: list[Any] = []
+        while self._event_timers:
+            ts, key = min(self._event_timers, key=lambda t: (t[0], repr(t[1])))
+            self._event_timers.discard((ts, key))
+            self._state.current_key = key
+            self._changed[key] = None
+            ctx = _Context(self, TimeDomain.EVENT_TIME)
+            emitted += self._collect(self.function.on_timer(ts, ctx))
         return emitted
 
     def snapshot(self, checkpoint_id: Optional[int] = None) -> HarnessSnapshot:
@@ -255,7 +298,8 @@ class KeyedFunctionHarness:
         cid = self._last_checkpoint + 1 if checkpoint_id is None else checkpoint_id
         self._last_checkpoint = cid
         ledger = self.bridge.snapshot(cid)
-        return HarnessSnapshot(cid, copy.deepcopy(self._state.data), ledger)
+        return HarnessSnapshot(cid, copy.deepcopy(self._state.data), ledger,
+                               frozenset(self._timers), frozenset(self._event_timers))
 
     def notify_complete(self, checkpoint_id: int) -> None:
         """Deliver ``notifyCheckpointComplete(checkpoint_id)``."""
@@ -271,6 +315,10 @@ class KeyedFunctionHarness:
         its keyed state is the snapshot's, and its restore callback runs after ``open``."""
         restored = KeyedFunctionHarness(function, snapshot.keyed_state)
         restored._last_checkpoint = snapshot.checkpoint_id
+        # Timers are part of a checkpoint; overdue ones fire as soon as time advances.
+        restored._timers = set(snapshot.timers)
+        restored._event_timers = set(snapshot.event_timers)
+        restored.processing_time = self.processing_time
         restored.bridge.restore(snapshot.checkpoint_id, [snapshot.ledger])
         return restored
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import Future
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 
 from pyflink.common import Types
-from pyflink.datastream import OutputTag
-from pyflink.datastream.state import ValueStateDescriptor
+from pyflink.datastream import OutputTag, TimeDomain
+from pyflink.datastream.state import ListStateDescriptor, ValueStateDescriptor
 
 from flink_agents_ext.actions.agent import Agent
+from flink_agents_ext.actions.executor import RunExecutor
 from flink_agents_ext.actions.runner import (
     DEFAULT_MAX_ACTIONS_PER_RUN,
     ActionFailed,
@@ -28,6 +30,9 @@ _log = logging.getLogger(__name__)
 
 #: Side output of records that could not be processed, as JSON strings with a reason.
 DEAD_LETTER_TAG = OutputTag("flink-agents-ext-dead-letters", Types.STRING())
+
+#: Timestamp of the event-time timer that fires with the final watermark of a bounded input.
+END_OF_INPUT = 2**63 - 1
 
 StoreSpec = Union[Mapping[str, Any], Callable[[], ActionStateStore]]
 ON_ACTION_ERROR = ("dead_letter", "fail")
@@ -64,12 +69,22 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
             task fails and Flink restarts it from the last checkpoint. An action raising
             :class:`RetryableActionError` always fails the task.
         max_actions_per_run: bound on actions in one run.
+        max_in_flight: ``0`` (default): each run executes inline in ``process_element``.
+            ``n > 0``: runs execute on a pool of ``n`` worker threads, so the slow calls of
+            up to ``n`` keys overlap; a key's runs still execute one at a time in input
+            order (later inputs wait in the key's queue in keyed state); results are
+            applied and emitted by the key's timer; ``process_element`` blocks while ``n``
+            runs execute (backpressure). Runs in flight at a checkpoint are part of it (the
+            queue is keyed state) and resume after a restore; a bounded input's end waits
+            for them.
+        poll_interval_ms: how often a key's timer checks its run in flight.
     """
 
     def __init__(self, agent: Agent, store: StoreSpec, namespace: str, *,
                  retention: int = 1, serializer: Optional[Serializer] = None,
                  allow_reexecution: bool = False, on_action_error: str = "dead_letter",
-                 max_actions_per_run: int = DEFAULT_MAX_ACTIONS_PER_RUN) -> None:
+                 max_actions_per_run: int = DEFAULT_MAX_ACTIONS_PER_RUN,
+                 max_in_flight: int = 0, poll_interval_ms: int = 5) -> None:
         if not isinstance(agent, Agent):
             raise TypeError(f"agent must be an Agent, got {type(agent).__name__}")
         agent.validate()
@@ -90,6 +105,13 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
         self.allow_reexecution = allow_reexecution
         self.on_action_error = on_action_error
         self.max_actions_per_run = max_actions_per_run
+        if not isinstance(max_in_flight, int) or max_in_flight < 0:
+            raise ValueError(f"max_in_flight must be an integer >= 0, got {max_in_flight!r}")
+        if not isinstance(poll_interval_ms, int) or poll_interval_ms < 1:
+            raise ValueError(f"poll_interval_ms must be an integer >= 1, "
+                             f"got {poll_interval_ms!r}")
+        self.max_in_flight = max_in_flight
+        self.poll_interval_ms = poll_interval_ms
 
     # -- lifecycle -----------------------------------------------------------------------
     def open(self, runtime_context: Any) -> None:
@@ -102,6 +124,14 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
             ValueStateDescriptor("fae-last-completed-seq", Types.LONG()))
         self.memory_state = runtime_context.get_state(
             ValueStateDescriptor("fae-memory", Types.STRING()))
+        # Concurrent mode: the key's queue of inputs (the head is the run in flight, whose
+        # sequence is running_seq). Pickled by PyFlink, as any PICKLED_BYTE_ARRAY state.
+        self.pending = runtime_context.get_list_state(
+            ListStateDescriptor("fae-pending", Types.PICKLED_BYTE_ARRAY()))
+        self.running_seq = runtime_context.get_state(
+            ValueStateDescriptor("fae-running-seq", Types.LONG()))
+        self._executor = RunExecutor(self.max_in_flight) if self.max_in_flight else None
+        self._runs: dict[str, tuple[int, Any, Future[RunResult]]] = {}
         self.policy = PrunePolicy(self.store, self.namespace, self.retention,
                                   self.allow_reexecution)
         self._store_records = self.store.size(self.namespace)
@@ -113,6 +143,7 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
         self.m_records_pruned = group.counter("records_pruned")
         self.m_dead_letters = group.counter("dead_letters")
         group.gauge("store_records", lambda: self._store_records)
+        group.gauge("runs_in_flight", lambda: len(self._runs))
         self._stats = dict.fromkeys(STAT_NAMES, 0)
 
     def stats(self) -> dict[str, int]:
@@ -121,32 +152,53 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
         return {**self._stats, "store_records": self._store_records}
 
     def close(self) -> None:
-        """Close the store."""
+        """Stop the executor and close the store."""
+        executor = getattr(self, "_executor", None)
+        if executor is not None:
+            executor.shutdown()
         store = getattr(self, "store", None)
         if store is not None:
             store.close()
 
     # -- records -------------------------------------------------------------------------
     def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
-        """Run (or replay) the run of ``value`` for the current key; yield its outputs."""
+        """Start (or queue) the run of ``value`` for the current key.
+
+        Inline (``max_in_flight=0``): the run executes now and its outputs are yielded.
+        Concurrent: the input joins the key's queue in keyed state; the run starts when the
+        key has none in flight, and its outputs are emitted by the key's timer once done.
+        """
         key = ctx.get_current_key()
         try:
             key_enc = encode_key(key)
         except KeyEncodingError as exc:
             yield self._dead_letter(key, None, value, None, f"key cannot be encoded: {exc}")
             return
-        seq = self.next_seq.value() or 0
-        self.next_seq.update(seq + 1)
-        raw_memory = self.memory_state.value()
-        memory = json.loads(raw_memory) if raw_memory else {}
-        failure: Optional[ActionFailed] = None
-        try:
-            result = execute_run(self.agent, self.store, self.serializer, self.namespace,
-                                 key, key_enc, seq, value, memory, self.max_actions_per_run)
-        except ActionFailed as exc:
-            if self.on_action_error == "fail":
-                raise
-            failure, result = exc, exc.result
+        if self._executor is None:
+            seq = self.next_seq.value() or 0
+            self.next_seq.update(seq + 1)
+            failure: Optional[ActionFailed] = None
+            try:
+                result = execute_run(self.agent, self.store, self.serializer, self.namespace,
+                                     key, key_enc, seq, value, self._memory(),
+                                     self.max_actions_per_run)
+            except ActionFailed as exc:
+                if self.on_action_error == "fail":
+                    raise
+                failure, result = exc, exc.result
+            yield from self._finish(key, seq, value, result, failure)
+            return
+        self.pending.add(value)
+        if self.running_seq.value() is None:
+            self._start(key, key_enc, ctx, resume=False)
+
+    def _memory(self) -> dict[str, Any]:
+        raw = self.memory_state.value()
+        return json.loads(raw) if raw else {}
+
+    def _finish(self, key: Any, seq: int, value: Any, result: RunResult,
+                failure: Optional[ActionFailed]) -> Iterator[Any]:
+        """Apply a finished run in its key's context: memory, completion, outputs."""
         self._account(result)
         if result.memory_changed:
             self.memory_state.update(json.dumps(result.memory, sort_keys=True))
@@ -155,6 +207,70 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
         yield from result.outputs
         if failure is not None:
             yield self._dead_letter(key, seq, value, failure.action, failure.reason)
+
+    # -- concurrent runs -----------------------------------------------------------------
+    def _start(self, key: Any, key_enc: str, ctx: Any, resume: bool) -> None:
+        """Submit the run of the head of the key's queue (after a restore: resume it)."""
+        value = next(iter(self.pending.get()))
+        if resume:
+            seq = self.running_seq.value()
+        else:
+            seq = self.next_seq.value() or 0
+            self.next_seq.update(seq + 1)
+            self.running_seq.update(seq)
+        assert self._executor is not None
+        future = self._executor.submit(
+            execute_run, self.agent, self.store, self.serializer, self.namespace, key,
+            key_enc, seq, value, self._memory(), self.max_actions_per_run)
+        self._runs[key_enc] = (seq, value, future)
+        timers = ctx.timer_service()
+        timers.register_processing_time_timer(
+            timers.current_processing_time() + self.poll_interval_ms)
+        # Fires when the final watermark arrives at the end of a bounded input: the key's
+        # remaining runs are then waited for (end of input waits for in-flight runs).
+        timers.register_event_time_timer(END_OF_INPUT)
+
+    def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
+        """Apply the key's finished runs and start the next queued one."""
+        if self._executor is None:
+            return
+        key = ctx.get_current_key()
+        key_enc = encode_key(key)
+        end_of_input = ctx.time_domain() == TimeDomain.EVENT_TIME
+        while True:
+            seq = self.running_seq.value()
+            if seq is None:
+                return
+            entry = self._runs.get(key_enc)
+            if entry is None or entry[0] != seq:
+                # Restored from a checkpoint with this run in flight: resume it (its
+                # recorded actions and durable calls are replayed, not repeated).
+                self._start(key, key_enc, ctx, resume=True)
+                entry = self._runs[key_enc]
+            _, value, future = entry
+            if not future.done() and not end_of_input:
+                timers = ctx.timer_service()
+                timers.register_processing_time_timer(
+                    timers.current_processing_time() + self.poll_interval_ms)
+                return
+            del self._runs[key_enc]
+            failure: Optional[ActionFailed] = None
+            try:
+                result = future.result()
+            except ActionFailed as exc:
+                if self.on_action_error == "fail":
+                    raise
+                failure, result = exc, exc.result
+            yield from self._finish(key, seq, value, result, failure)
+            queue = list(self.pending.get())[1:]
+            self.pending.clear()
+            self.running_seq.clear()
+            if not queue:
+                return
+            self.pending.add_all(queue)
+            self._start(key, key_enc, ctx, resume=False)
+            if not end_of_input:
+                return
 
     def _account(self, result: RunResult) -> None:
         self.m_actions_run.inc(result.actions_run)

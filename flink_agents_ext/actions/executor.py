@@ -1,0 +1,73 @@
+"""Running runs off the task thread: a bounded pool, so slow calls of many keys overlap.
+
+The task thread submits a run and goes on; a worker thread executes it (actions and their
+durable calls, recorded in the store as they complete); the task thread later applies the
+result in the key's context. :class:`RunExecutor` bounds the runs executing at once
+(``max_in_flight``): :meth:`RunExecutor.submit` blocks while the bound is reached, which is
+the function's backpressure. Async actions (``async def``) run on one shared event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Coroutine, Optional, TypeVar
+
+T = TypeVar("T")
+
+_loop_lock = threading.Lock()
+_loop: Optional[asyncio.AbstractEventLoop] = None
+
+
+def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on the shared background event loop and wait for its result."""
+    global _loop
+    with _loop_lock:
+        if _loop is None or _loop.is_closed():
+            loop = asyncio.new_event_loop()
+            threading.Thread(target=loop.run_forever, name="fae-async-actions",
+                             daemon=True).start()
+            _loop = loop
+    return asyncio.run_coroutine_threadsafe(coro, _loop).result()
+
+
+class RunExecutor:
+    """A thread pool that executes at most ``max_in_flight`` runs at once."""
+
+    def __init__(self, max_in_flight: int) -> None:
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        self.max_in_flight = max_in_flight
+        self._slots = threading.BoundedSemaphore(max_in_flight)
+        self._pool = ThreadPoolExecutor(max_workers=max_in_flight,
+                                        thread_name_prefix="fae-run")
+        self._in_flight = 0
+        self._lock = threading.Lock()
+
+    @property
+    def in_flight(self) -> int:
+        """Runs executing now."""
+        return self._in_flight
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        """Start ``fn(*args)`` on a worker; blocks while ``max_in_flight`` runs execute."""
+        self._slots.acquire()
+        with self._lock:
+            self._in_flight += 1
+        try:
+            future = self._pool.submit(fn, *args)
+        except BaseException:
+            self._release()
+            raise
+        future.add_done_callback(lambda _: self._release())
+        return future
+
+    def _release(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+        self._slots.release()
+
+    def shutdown(self) -> None:
+        """Stop accepting runs; let executing ones finish in the background."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
