@@ -54,7 +54,7 @@ class _Section:
                 raise ConfigError(f"{self._where(key)} is missing (expected "
                                   f"{_kind_name(kind)})")
             return default
-        value = self.data[key]
+        value: Any = self.data[key]
         kinds = kind if isinstance(kind, tuple) else (kind,)
         if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
             raise ConfigError(f"{self._where(key)} must be {_kind_name(kind)}, "

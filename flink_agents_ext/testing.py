@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional, cast
 
 from pyflink.datastream import OutputTag, TimeDomain
 
@@ -56,7 +56,8 @@ class FakeMetricGroup:
         return FakeMetricGroup(self.registry, f"{self.prefix}{name}.")
 
     def counter(self, name: str) -> _Counter:
-        return self.registry.setdefault(self.prefix + name, _Counter())  # type: ignore[no-any-return]
+        counter: _Counter = self.registry.setdefault(self.prefix + name, _Counter())
+        return counter
 
     def gauge(self, name: str, obj: Callable[[], int]) -> None:
         self.registry[self.prefix + name] = obj
@@ -100,7 +101,9 @@ class _ListState(_ValueState):
 
 class _MapState(_ValueState):
     def _map(self) -> dict[Any, Any]:
-        return self._store.table(self._name).setdefault(self._store.current_key, {})  # type: ignore[no-any-return]
+        values: dict[Any, Any] = self._store.table(self._name).setdefault(
+            self._store.current_key, {})
+        return values
 
     def get(self, key: Any) -> Any:
         return self._map().get(key)
@@ -227,7 +230,7 @@ class KeyedFunctionHarness:
         self.processing_time = 0
         self.bridge = CheckpointBridge(function, self._walk_changed_keys)
         if open_function:
-            function.open(_RuntimeContext(self))
+            function.open(cast(Any, _RuntimeContext(self)))
 
     def _walk_changed_keys(self) -> Iterator[Any]:
         keys, self._changed = list(self._changed), {}
@@ -249,7 +252,7 @@ class KeyedFunctionHarness:
         """Process ``value`` under ``key``; return the main-output records it emitted."""
         self._state.current_key = key
         self._changed[key] = None
-        return self._collect(self.function.process_element(value, _Context(self)))
+        return self._collect(self.function.process_element(value, cast(Any, _Context(self))))
 
     def advance_processing_time(self, timestamp: int) -> list[Any]:
         """Fire the timers due at ``timestamp``, in time order; return what they emitted."""
@@ -260,7 +263,7 @@ class KeyedFunctionHarness:
             self._timers.discard((ts, key))
             self._state.current_key = key
             self._changed[key] = None
-            emitted += self._collect(self.function.on_timer(ts, _Context(self)))
+            emitted += self._collect(self.function.on_timer(ts, cast(Any, _Context(self))))
         return emitted
 
     def run_until_idle(self, timeout_s: float = 30.0, step_ms: int = 5) -> list[Any]:
@@ -290,7 +293,7 @@ class KeyedFunctionHarness:
             self._state.current_key = key
             self._changed[key] = None
             ctx = _Context(self, TimeDomain.EVENT_TIME)
-            emitted += self._collect(self.function.on_timer(ts, ctx))
+            emitted += self._collect(self.function.on_timer(ts, cast(Any, ctx)))
         return emitted
 
     def snapshot(self, checkpoint_id: Optional[int] = None) -> HarnessSnapshot:

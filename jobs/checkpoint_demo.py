@@ -24,7 +24,7 @@ from pyflink.datastream.state import ValueStateDescriptor
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from flink_agents_ext import (  # noqa: E402
+from flink_agents_ext import (
     CheckpointedKeyedProcessFunction,
     CheckpointPayload,
     SnapshotContext,

@@ -84,5 +84,5 @@ def test_other_errors(tmp_path: Path) -> None:
 def test_overrides_apply_and_are_checked(tmp_path: Path) -> None:
     cfg = load_config(ROOT / "conf" / "local.yaml", {"job.parallelism": 3})
     assert cfg.parallelism == 3
-    with pytest.raises(ConfigError, match="job.parallelism"):
+    with pytest.raises(ConfigError, match=r"job\.parallelism"):
         load_config(ROOT / "conf" / "local.yaml", {"job.parallelism": "3"})

@@ -247,7 +247,7 @@ class ActionContext:
             if entry.function == name and entry.digest == arg_digest:
                 if entry.status is CallStatus.OK:
                     self._stats.replayed += 1
-                    return self._serializer.loads(entry.result or b"null")  # type: ignore[no-any-return]
+                    return self._serializer.loads(entry.result or b"null")
                 if entry.status is CallStatus.ERROR:
                     self._stats.replayed += 1
                     raise rebuild_exception(entry.error_type or "Exception",
