@@ -10,11 +10,13 @@ the function's backpressure. Async actions (``async def``) run on one shared eve
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, Callable, Coroutine, Optional, TypeVar
 
 T = TypeVar("T")
+_log = logging.getLogger(__name__)
 
 _loop_lock = threading.Lock()
 _loop: Optional[asyncio.AbstractEventLoop] = None
@@ -44,6 +46,7 @@ class RunExecutor:
                                         thread_name_prefix="fae-run")
         self._in_flight = 0
         self._lock = threading.Lock()
+        self._futures: set[Future[Any]] = set()
 
     @property
     def in_flight(self) -> int:
@@ -60,14 +63,26 @@ class RunExecutor:
         except BaseException:
             self._release()
             raise
-        future.add_done_callback(lambda _: self._release())
+        with self._lock:
+            self._futures.add(future)
+        future.add_done_callback(self._release)
         return future
 
-    def _release(self) -> None:
+    def _release(self, future: Future[Any]) -> None:
         with self._lock:
             self._in_flight -= 1
+            self._futures.discard(future)
         self._slots.release()
 
-    def shutdown(self) -> None:
-        """Stop accepting runs; let executing ones finish in the background."""
+    def shutdown(self, timeout_s: float) -> bool:
+        """Stop accepting runs, cancel those not started, and wait up to ``timeout_s`` for
+        the executing ones, so that a failed attempt's runs do not overlap the restarted
+        attempt's replay of them. Returns whether all of them finished."""
+        with self._lock:
+            running = list(self._futures)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        _, not_done = wait(running, timeout=timeout_s)
+        if not_done:
+            _log.warning("%d runs still executing %.0fs after close; they finish in the "
+                         "background", len(not_done), timeout_s)
+        return not not_done

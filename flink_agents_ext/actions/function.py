@@ -78,13 +78,16 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
             queue is keyed state) and resume after a restore; a bounded input's end waits
             for them.
         poll_interval_ms: how often a key's timer checks its run in flight.
+        close_timeout_s: on close (also after a failure), how long to wait for runs still
+            executing, so that they do not overlap the restarted attempt's replay.
     """
 
     def __init__(self, agent: Agent, store: StoreSpec, namespace: str, *,
                  retention: int = 1, serializer: Optional[Serializer] = None,
                  allow_reexecution: bool = False, on_action_error: str = "dead_letter",
                  max_actions_per_run: int = DEFAULT_MAX_ACTIONS_PER_RUN,
-                 max_in_flight: int = 0, poll_interval_ms: int = 5) -> None:
+                 max_in_flight: int = 0, poll_interval_ms: int = 5,
+                 close_timeout_s: float = 60.0) -> None:
         if not isinstance(agent, Agent):
             raise TypeError(f"agent must be an Agent, got {type(agent).__name__}")
         agent.validate()
@@ -112,6 +115,7 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
                              f"got {poll_interval_ms!r}")
         self.max_in_flight = max_in_flight
         self.poll_interval_ms = poll_interval_ms
+        self.close_timeout_s = close_timeout_s
 
     # -- lifecycle -----------------------------------------------------------------------
     def open(self, runtime_context: Any) -> None:
@@ -155,7 +159,7 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
         """Stop the executor and close the store."""
         executor = getattr(self, "_executor", None)
         if executor is not None:
-            executor.shutdown()
+            executor.shutdown(self.close_timeout_s)
         store = getattr(self, "store", None)
         if store is not None:
             store.close()

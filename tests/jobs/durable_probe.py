@@ -25,13 +25,49 @@ from pyflink.datastream.connectors.number_seq import NumberSequenceSource
 
 from flink_agents_ext import configure_environment, process_with_checkpoints
 from flink_agents_ext.actions import INPUT, ActionContext, Agent, DurableAgentFunction
+from flink_agents_ext.store import RecordId
+
+
+CALL_SECONDS = 0.0
 
 
 def ledger_call(out_dir: str, key: str, seq: int, pos: int, text: str) -> str:
-    """The side effect: one ledger line per real execution."""
+    """The side effect: one ledger line per real execution (after CALL_SECONDS)."""
+    if CALL_SECONDS:
+        time.sleep(CALL_SECONDS)
     with open(os.path.join(out_dir, "ledger.jsonl"), "a") as fh:
         fh.write(json.dumps({"key": key, "seq": seq, "pos": pos}) + "\n")
     return f"{text}@{seq}.{pos}"
+
+
+class ProbeFunction(DurableAgentFunction):
+    """Checks, at every checkpoint completion, that pruning left the runs in flight alone:
+    their journal entries must not shrink. Appends ``{"cp", "in_flight", "violations"}`` to
+    ``<out>/inflight-check.jsonl``."""
+
+    def __init__(self, *args: Any, out_dir: str, call_seconds: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.out_dir = out_dir
+        self.call_seconds = call_seconds
+
+    def open(self, runtime_context: Any) -> None:
+        global CALL_SECONDS
+        CALL_SECONDS = self.call_seconds
+        super().open(runtime_context)
+
+    def notify_checkpoint_complete(self, checkpoint_id: int, payloads: Any) -> None:
+        in_flight = [(k, seq) for k, (seq, _, _) in list(self._runs.items())]
+        before = {r: len(self.store.get_calls(self._rid(*r))) for r in in_flight}
+        super().notify_checkpoint_complete(checkpoint_id, payloads)
+        violations = [r for r in in_flight
+                      if len(self.store.get_calls(self._rid(*r))) < before[r]]
+        with open(os.path.join(self.out_dir, "inflight-check.jsonl"), "a") as fh:
+            fh.write(json.dumps({"cp": checkpoint_id, "in_flight": len(in_flight),
+                                 "recorded": sum(before.values()),
+                                 "violations": len(violations)}) + "\n")
+
+    def _rid(self, key_enc: str, seq: int) -> RecordId:
+        return RecordId(self.namespace, key_enc, seq, "think", 0)
 
 
 def build_agent(out_dir: str, fail_at: int) -> Agent:
@@ -92,6 +128,8 @@ def main() -> None:
     p.add_argument("--stop-after", type=int, default=0,
                    help="stop with a savepoint after this many ledger lines")
     p.add_argument("--from-savepoint", default="")
+    p.add_argument("--max-in-flight", type=int, default=0)
+    p.add_argument("--call-ms", type=float, default=0.0, help="duration of each durable call")
     args = p.parse_args()
     os.makedirs(args.out, exist_ok=True)
 
@@ -117,9 +155,10 @@ def main() -> None:
     src = env.from_source(NumberSequenceSource(0, args.n - 1),
                           WatermarkStrategy.no_watermarks(), "numbers").uid("numbers")
     pairs = src.map(to_pair, output_type=Types.TUPLE([Types.STRING(), Types.LONG()])).uid("pairs")
-    fn = DurableAgentFunction(build_agent(args.out, args.fail_at),
-                              {"backend": "sqlite", "path": args.db}, args.namespace,
-                              on_action_error="fail")
+    fn = ProbeFunction(build_agent(args.out, args.fail_at),
+                       {"backend": "sqlite", "path": args.db}, args.namespace,
+                       on_action_error="fail", max_in_flight=args.max_in_flight,
+                       out_dir=args.out, call_seconds=args.call_ms / 1000)
     out = process_with_checkpoints(pairs.key_by(lambda t: t[0], key_type=Types.STRING()), fn,
                                    Types.STRING(), name="agent", uid="agent")
     if args.sink == "file":
