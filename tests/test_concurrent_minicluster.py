@@ -26,7 +26,7 @@ def test_failover_with_runs_in_flight(tmp_path: Path, mode: str) -> None:
     assert (out / "failed-once").exists(), "the failure was not injected"
 
     # Checkpoints completed while runs were in flight, and pruning never touched them.
-    checks = [json.loads(line) for line in (out / "inflight-check.jsonl").read_text().split()]
+    checks = [json.loads(line) for line in (out / "inflight-check.jsonl").read_text().splitlines()]
     assert sum(c["in_flight"] for c in checks) > 0, "no checkpoint saw a run in flight"
     assert sum(c["recorded"] for c in checks) > 0, "no in-flight run had recorded calls yet"
     assert sum(c["violations"] for c in checks) == 0
