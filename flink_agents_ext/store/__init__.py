@@ -2,9 +2,11 @@
 
 Public names: the interface (:class:`ActionStateStore`, :class:`ActionRecord`,
 :class:`CallRecord`, :class:`CallStatus`, :class:`RecordId`), the errors
-(:class:`StoreError`, :class:`StoreConfigError`), the backends (:class:`SQLiteStore`) and
+(:class:`StoreError`, :class:`StoreConfigError`), the backends (:class:`SQLiteStore`;
+``PostgresStore`` in :mod:`flink_agents_ext.store.postgres`, which needs psycopg 3) and
 :func:`open_store`, which opens a backend from a configuration mapping such as
-``{"backend": "sqlite", "path": "/var/lib/job/actions.db"}``.
+``{"backend": "sqlite", "path": "/var/lib/job/actions.db"}`` or ``{"backend": "postgres",
+"host": "db", "port": 5432, "dbname": "flink", "user": "flink", "password_env": "PGPASS"}``.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ class Setting:
     name: str
     type: type
     required: bool = False
+    #: For strings: whether ``""`` is accepted (meaning "not set").
+    empty_ok: bool = False
 
     def describe(self) -> str:
         """The expected value, for error messages (e.g. ``"a string"``)."""
@@ -72,9 +76,19 @@ BACKENDS: dict[str, Backend] = {
         Setting("synchronous", str),
         Setting("busy_timeout_ms", int),
     )),
-    # ---- PostgreSQL backend: add its entry here (module flink_agents_ext.store.postgres),
-    # e.g. "postgres": Backend("flink_agents_ext.store.postgres", "PostgresStore",
-    #                          (Setting("dsn", str, required=True), ...)),
+    # The password is never a setting: ``password_env`` names the environment variable
+    # holding it.
+    "postgres": Backend("flink_agents_ext.store.postgres", "PostgresStore", (
+        Setting("host", str, required=True),
+        Setting("port", int, required=True),
+        Setting("dbname", str, required=True),
+        Setting("user", str, required=True),
+        Setting("password_env", str, empty_ok=True),
+        Setting("connect_timeout_s", float),
+        Setting("retries", int),
+        Setting("backoff_s", float),
+        Setting("schema", str),
+    )),
 }
 
 
@@ -89,7 +103,7 @@ def _check_value(backend: str, setting: Setting, value: Any) -> None:
         raise StoreConfigError(
             f"store setting {setting.name!r} (backend {backend!r}) must be "
             f"{setting.describe()}, got {type(value).__name__} {value!r}")
-    if setting.type is str and not value:
+    if setting.type is str and not value and not setting.empty_ok:
         raise StoreConfigError(
             f"store setting {setting.name!r} (backend {backend!r}) must be a non-empty string")
 
@@ -113,10 +127,10 @@ def open_store(config: Mapping[str, Any]) -> ActionStateStore:
     name = config.get("backend")
     if name is None:
         raise StoreConfigError(
-            f"store setting 'backend' is missing; expected one of {sorted(BACKENDS)}")
+            f"store setting 'backend' is missing; expected one of {list(BACKENDS)}")
     if not isinstance(name, str) or name not in BACKENDS:
         raise StoreConfigError(
-            f"store setting 'backend' must be one of {sorted(BACKENDS)}, got {name!r}")
+            f"store setting 'backend' must be one of {list(BACKENDS)}, got {name!r}")
     backend = BACKENDS[name]
     known = {s.name: s for s in backend.settings}
     unknown = sorted(str(k) for k in config if k != "backend" and k not in known)

@@ -1,0 +1,31 @@
+"""Helpers shared by the benchmarks: running a job module and reading its result file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_job(module: str, args: list[str], timeout: int = 600) -> list[dict]:
+    """Run ``python -m module args --result FILE``; return the JSON lines of FILE."""
+    with tempfile.TemporaryDirectory(prefix="fae-bench-") as tmp:
+        result = os.path.join(tmp, "result.jsonl")
+        proc = subprocess.run([sys.executable, "-m", module, *args, "--result", result],
+                              cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        if proc.returncode != 0:
+            raise RuntimeError(f"{module} {args} failed:\n{proc.stderr[-4000:]}")
+        with open(result) as fh:
+            return [json.loads(line) for line in fh if line.strip()]
+
+
+def rate(rows: list[dict]) -> float:
+    """Records per second over the rows of one run (subtasks summed)."""
+    records = sum(r["records"] for r in rows)
+    seconds = max(r["seconds"] for r in rows)
+    return records / seconds if seconds > 0 else float("nan")
