@@ -31,7 +31,6 @@ from typing import Mapping, Optional, TypeVar
 
 from flink_agents_ext.errors import FlinkAgentsExtError
 
-
 _S = TypeVar("_S", bound="ActionStateStore")
 
 

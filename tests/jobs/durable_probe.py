@@ -27,7 +27,6 @@ from flink_agents_ext import configure_environment, process_with_checkpoints
 from flink_agents_ext.actions import INPUT, ActionContext, Agent, DurableAgentFunction
 from flink_agents_ext.store import RecordId
 
-
 CALL_SECONDS = 0.0
 
 
