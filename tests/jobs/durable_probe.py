@@ -114,7 +114,8 @@ class Writer(MapFunction):
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--out", required=True)
-    p.add_argument("--db", required=True)
+    p.add_argument("--db", default="", help="SQLite store path (unless --store)")
+    p.add_argument("--store", default="", help="store settings as JSON (e.g. postgres)")
     p.add_argument("--namespace", default="durable-probe")
     p.add_argument("--mode", choices=["thread", "process"], default="thread")
     p.add_argument("--n", type=int, default=2000)
@@ -130,6 +131,8 @@ def main() -> None:
     p.add_argument("--max-in-flight", type=int, default=0)
     p.add_argument("--call-ms", type=float, default=0.0, help="duration of each durable call")
     args = p.parse_args()
+    if not args.db and not args.store:
+        p.error("--db or --store is required")
     os.makedirs(args.out, exist_ok=True)
 
     conf = Configuration()
@@ -154,8 +157,8 @@ def main() -> None:
     src = env.from_source(NumberSequenceSource(0, args.n - 1),
                           WatermarkStrategy.no_watermarks(), "numbers").uid("numbers")
     pairs = src.map(to_pair, output_type=Types.TUPLE([Types.STRING(), Types.LONG()])).uid("pairs")
-    fn = ProbeFunction(build_agent(args.out, args.fail_at),
-                       {"backend": "sqlite", "path": args.db}, args.namespace,
+    store = json.loads(args.store) if args.store else {"backend": "sqlite", "path": args.db}
+    fn = ProbeFunction(build_agent(args.out, args.fail_at), store, args.namespace,
                        on_action_error="fail", max_in_flight=args.max_in_flight,
                        out_dir=args.out, call_seconds=args.call_ms / 1000)
     out = process_with_checkpoints(pairs.key_by(lambda t: t[0], key_type=Types.STRING()), fn,

@@ -1,0 +1,42 @@
+"""``make bench``: run every benchmark, print each table, write ``bench-results.json``.
+
+Each benchmark measures its two sides in the same run on the same machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+
+from bench import bridge_overhead, concurrency
+from bench.common import ROOT
+
+
+def machine() -> dict[str, object]:
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh
+                       if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "system": platform.platform()}
+
+
+def main() -> None:
+    results: dict[str, object] = {"machine": machine(),
+                                  "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+    print("== checkpoint bridge overhead (trivial keyed function, 1,000 keys) ==")
+    results.update(bridge_overhead.main())
+    print("\n== concurrent runs (1,000 keys, 100 ms simulated call per action) ==")
+    results.update(concurrency.main())
+    path = ROOT / "bench-results.json"
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
