@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.fae-installed-$(shell cat setup.py constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: help setup jar run demo test test-fast lint clean
+.PHONY: help setup jar run demo test test-fast lint bench clean
 
 help:
 	@echo "make run       set up, then run the main job on the local mini-cluster"
@@ -14,6 +14,7 @@ help:
 	@echo "make test      set up, then lint and run the whole test suite"
 	@echo "make test-fast unit tests only (no Flink job)"
 	@echo "make lint      ruff + mypy"
+	@echo "make bench     benchmarks, side by side; writes bench-results.json"
 	@echo "make jar       build the bridge jar (done automatically at first use)"
 	@echo "make clean     remove build output (keeps the venv)"
 
@@ -51,5 +52,57 @@ test: jar lint
 test-fast: setup
 	$(PY) -m pytest -m "not flink"
 
+bench: jar
+	$(PY) -m bench.run_all
+
 clean:
 	rm -rf flink_agents_ext/_build build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# ---- cluster: a local standalone Flink cluster (scripts/cluster.sh; docs/cluster.md) ---------
+# make cluster-start cluster-submit cluster-checkpoints cluster-savepoint cluster-resume \
+#      cluster-wait cluster-summary cluster-stop      (CONFIG=... for another job profile)
+# The cluster's state lives in out/cluster (FAE_CLUSTER_DIR); REST/web UI on :8081.
+CLUSTER        := bash scripts/cluster.sh
+CLUSTER_CONFIG ?= conf/cluster.yaml
+# CONFIG above defaults to the local profile: the cluster targets use conf/cluster.yaml unless
+# CONFIG is given on the command line or in the environment.
+CLUSTER_JOB_CONFIG = $(if $(filter command line environment,$(origin CONFIG)),$(CONFIG),$(CLUSTER_CONFIG))
+
+.PHONY: cluster-start cluster-submit cluster-checkpoints cluster-savepoint cluster-resume \
+	cluster-wait cluster-summary cluster-status cluster-logs cluster-stop cluster-pg
+
+cluster-start: jar
+	$(CLUSTER) start
+
+# The profile's PostgreSQL store: start (or reuse) the throwaway server when it is configured.
+cluster-pg: setup
+	@if grep -Eq '^\s*backend:\s*postgres' $(CLUSTER_JOB_CONFIG); then \
+		bash scripts/pg-test-server.sh start >/dev/null; fi
+
+cluster-submit: jar cluster-pg
+	$(CLUSTER) submit --config $(CLUSTER_JOB_CONFIG)
+
+cluster-checkpoints: setup
+	$(CLUSTER) checkpoints
+
+cluster-savepoint: setup
+	$(CLUSTER) savepoint
+
+cluster-resume: jar cluster-pg
+	$(CLUSTER) resume
+
+cluster-wait: setup
+	$(CLUSTER) wait
+
+cluster-summary: setup
+	$(CLUSTER) summary
+
+cluster-status: setup
+	$(CLUSTER) status
+
+cluster-logs: setup
+	$(CLUSTER) logs
+
+cluster-stop: setup
+	$(CLUSTER) stop
+# ---- end of cluster section -------------------------------------------------------------------

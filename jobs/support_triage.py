@@ -38,8 +38,8 @@ from pyflink.datastream.connectors.number_seq import NumberSequenceSource
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from flink_agents_ext import configure_environment, process_with_checkpoints  # noqa: E402
-from flink_agents_ext.actions import (  # noqa: E402
+from flink_agents_ext import configure_environment, process_with_checkpoints
+from flink_agents_ext.actions import (
     DEAD_LETTER_TAG,
     INPUT,
     ActionContext,
@@ -48,9 +48,9 @@ from flink_agents_ext.actions import (  # noqa: E402
     RetryableActionError,
     durable_name,
 )
-from flink_agents_ext.checkpoint import CheckpointPayload  # noqa: E402
-from flink_agents_ext.config import JobConfig, load_config  # noqa: E402
-from flink_agents_ext.store import open_store  # noqa: E402
+from flink_agents_ext.checkpoint import CheckpointPayload
+from flink_agents_ext.config import JobConfig, load_config
+from flink_agents_ext.store import open_store
 
 MAX_TICKET_BYTES = 16 * 1024
 CUSTOMERS = ["acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "wonka",
@@ -311,6 +311,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", choices=["thread", "process"], help="override execution mode")
     p.add_argument("--from-savepoint", default="", help="resume from this savepoint")
     p.add_argument("--summary-json", default="", help="also write the summary here")
+    # -- standalone cluster (scripts/cluster.sh) ---------------------------------------------
+    p.add_argument("--detach", action="store_true",
+                   help="submit the job, print 'JOB_ID <id>' and return at once (for "
+                        "'flink run -d'); no progress, no summary")
+    p.add_argument("--summary-only", action="store_true",
+                   help="run no job: print the summary of the configured output dir and "
+                        "store (e.g. after a cluster job finished)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     overrides: dict[str, Any] = {}
@@ -320,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides["job.execution_mode"] = args.mode
     cfg = load_config(args.config, overrides)
     out_dir = os.path.abspath(cfg.output_dir)
+    if args.summary_only:
+        return _report(summary(cfg, out_dir), args.summary_json)
     if not args.from_savepoint:
         # A fresh run: start from empty outputs and an empty namespace.
         for sub in ("results", "dead_letters", "stats"):
@@ -342,6 +351,10 @@ def main(argv: list[str] | None = None) -> int:
              else ""), flush=True)
     started = time.time()
     client = env.execute_async(cfg.name)
+    if args.detach:
+        # 'flink run -d': the job runs on the cluster; the client only reports its id.
+        print(f"JOB_ID {client.get_job_id()}", flush=True)
+        return 0
     # Taken now: a local mini-cluster shuts down with its job, and cannot be asked later.
     outcome = client.get_job_execution_result()
     ledger = os.path.join(out_dir, "side_effects.jsonl")
@@ -357,11 +370,16 @@ def main(argv: list[str] | None = None) -> int:
     outcome.result()  # raises if the job failed
     report = summary(cfg, out_dir)
     print(f"finished in {time.time() - started:.1f}s", flush=True)
+    return _report(report, args.summary_json)
+
+
+def _report(report: dict[str, Any], summary_json: str) -> int:
+    """Print the summary (and write it as JSON when asked); 1 if a durable call ran twice."""
     width = max(map(len, report))
     for name, value in report.items():
         print(f"  {name:<{width}}  {value}")
-    if args.summary_json:
-        with open(args.summary_json, "w") as fh:
+    if summary_json:
+        with open(summary_json, "w") as fh:
             json.dump(report, fh, indent=2)
     return 0 if report["durable_calls_run_twice"] == 0 else 1
 
