@@ -10,7 +10,7 @@ import os
 import platform
 import time
 
-from bench import bridge_overhead, concurrency
+from bench import bridge_overhead, concurrency, snapshot_cost
 from bench.common import ROOT
 
 
@@ -33,6 +33,8 @@ def main() -> None:
     results.update(bridge_overhead.main())
     print("\n== concurrent runs (1,000 keys, 100 ms simulated call per action) ==")
     results.update(concurrency.main())
+    print("\n== checkpoint bookkeeping: 1M vs 10k keys in state, vs a full-scan reference ==")
+    results.update(snapshot_cost.main())
     path = ROOT / "bench-results.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwrote {path}")
