@@ -31,7 +31,7 @@ $(STAMP): setup.py constraints.txt
 setup: $(STAMP)
 
 jar: setup
-	$(PY) -m flink_agents_ext.jar
+	$(PY) -c "import sys, flink_agents_ext.jar as j; sys.exit(j.main())"
 
 CONFIG ?= conf/local.yaml
 FAIL_AFTER ?= 800
@@ -43,7 +43,7 @@ demo: jar
 	$(PY) jobs/checkpoint_demo.py
 
 lint: setup
-	$(PY) -m ruff check flink_agents_ext jobs tests
+	$(PY) -m ruff check flink_agents_ext jobs tests bench
 	$(PY) -m mypy
 
 test: jar lint

@@ -1,0 +1,122 @@
+"""One run of the durable-vs-stock throughput benchmark (thread mode, checkpoints on).
+
+The user work, the same on both sides: a SHA-256 of the input, counted per key and emitted.
+``stock``: a plain PyFlink ``KeyedProcessFunction`` does it. ``durable``: an agent action does
+it as a durable call, recorded in a SQLite store and pruned as checkpoints complete. Writes
+``{"records", "seconds"}`` (first to last element inside the function) to ``--result``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import tempfile
+import time
+from typing import Any, Iterator
+
+from pyflink.common import Configuration, Types, WatermarkStrategy
+from pyflink.datastream import KeyedProcessFunction, StreamExecutionEnvironment
+from pyflink.datastream.connectors.number_seq import NumberSequenceSource
+from pyflink.datastream.state import ValueStateDescriptor
+
+from flink_agents_ext import configure_environment, process_with_checkpoints
+from flink_agents_ext.actions import INPUT, ActionContext, Agent, DurableAgentFunction
+
+
+def user_work(i: int) -> str:
+    return hashlib.sha256(f"ticket-{i}".encode()).hexdigest()[:16]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.seen = 0
+        self.first = self.last = 0.0
+
+    def tick(self) -> None:
+        now = time.perf_counter()
+        if not self.seen:
+            self.first = now
+        self.last = now
+        self.seen += 1
+
+    def write(self, path: str) -> None:
+        with open(path, "a") as fh:
+            fh.write(json.dumps({"records": self.seen, "seconds": self.last - self.first}) + "\n")
+
+
+class Stock(KeyedProcessFunction):
+    def __init__(self, result: str) -> None:
+        self.result = result
+
+    def open(self, runtime_context: Any) -> None:
+        self.count = runtime_context.get_state(ValueStateDescriptor("n", Types.LONG()))
+        self.clock = Clock()
+
+    def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
+        self.clock.tick()
+        self.count.update((self.count.value() or 0) + 1)
+        yield user_work(value[1])
+
+    def close(self) -> None:
+        self.clock.write(self.result)
+
+
+def agent() -> Agent:
+    a = Agent("throughput")
+
+    @a.action(on=INPUT)
+    def act(event: Any, ctx: ActionContext) -> None:
+        ctx.emit(ctx.durable_execute(user_work, event[1]))
+
+    return a
+
+
+class Durable(DurableAgentFunction):
+    def __init__(self, *args: Any, result: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.result = result
+
+    def open(self, runtime_context: Any) -> None:
+        super().open(runtime_context)
+        self.clock = Clock()
+
+    def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
+        self.clock.tick()
+        yield from super().process_element(value, ctx)
+
+    def close(self) -> None:
+        self.clock.write(self.result)
+        super().close()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--side", choices=["stock", "durable"], required=True)
+    p.add_argument("--n", type=int, required=True)
+    p.add_argument("--keys", type=int, required=True)
+    p.add_argument("--result", required=True)
+    args = p.parse_args()
+    conf = Configuration()
+    conf.set_string("python.fn-execution.bundle.size", "1000")
+    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    configure_environment(env, "thread")
+    env.set_parallelism(1)
+    env.enable_checkpointing(1000)
+    keys = args.keys
+    keyed = env.from_source(NumberSequenceSource(0, args.n - 1),
+                            WatermarkStrategy.no_watermarks(), "n") \
+        .map(lambda i: (i % keys, i), output_type=Types.TUPLE([Types.LONG(), Types.LONG()])) \
+        .key_by(lambda t: t[0], key_type=Types.LONG())
+    if args.side == "stock":
+        keyed.process(Stock(args.result), Types.STRING())
+    else:
+        db = os.path.join(tempfile.mkdtemp(prefix="fae-bench-"), "a.db")
+        process_with_checkpoints(keyed, Durable(agent(), {"backend": "sqlite", "path": db},
+                                                "bench", result=args.result), Types.STRING())
+    env.execute("durable-throughput")
+
+
+if __name__ == "__main__":
+    main()
