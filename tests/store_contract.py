@@ -124,6 +124,18 @@ class StoreContract:
         """A namespace no other test uses."""
         return f"ns-{uuid.uuid4().hex[:12]}"
 
+    # -- recorded runs --------------------------------------------------------------------
+    def test_recorded_runs_lists_runs_with_any_record(self, store: ActionStateStore,
+                                                      ns: str) -> None:
+        assert store.recorded_runs(ns) == set()
+        store.put_action(ActionRecord(rid(ns, "a", 1), b"e", b"o", b"v", b"m", True))
+        store.put_call(CallRecord(rid(ns, "a", 1, "b"), 0, "f", "d", CallStatus.OK, b"r"))
+        store.put_call(CallRecord(rid(ns, "b", 7), 0, "f", "d", CallStatus.PENDING))
+        store.put_action(ActionRecord(rid(ns + "-x", "c", 2), b"e", b"o", b"v", b"m", True))
+        assert store.recorded_runs(ns) == {("a", 1), ("b", 7)}
+        store.prune(ns, {"a": 1})
+        assert store.recorded_runs(ns) == {("b", 7)}
+
     # -- clearing a namespace -----------------------------------------------------------
     def test_clear_namespace_removes_only_that_namespace(self, store: ActionStateStore,
                                                          ns: str) -> None:

@@ -85,13 +85,11 @@ def test_per_key_order_holds_while_keys_overlap(tmp_path: Path) -> None:
 def test_slow_calls_of_different_keys_overlap(tmp_path: Path) -> None:
     gauge = Gauge()
     h = KeyedFunctionHarness(make(tmp_path / "a.db", slow_agent(gauge, 0.1), max_in_flight=16))
-    started = time.monotonic()
     for i in range(16):
         h.process_element([f"k{i}", i], key=f"k{i}")
     h.end_input()
-    elapsed = time.monotonic() - started
     assert len(h.outputs) == 16
-    assert elapsed < 0.8, f"16 calls of 100 ms took {elapsed:.2f}s: they did not overlap"
+    # All 16 calls were executing at the same moment (speed is measured by make bench).
     assert gauge.peak == 16
 
 
@@ -154,6 +152,9 @@ def test_checkpoint_with_runs_in_flight_prunes_only_completed(tmp_path: Path) ->
         h.advance_processing_time(h.processing_time + 5)
         time.sleep(0.005)
     assert h.outputs == ["done-0"]
+    while seqs(db, "busy") != [0]:  # its durable call is recorded; the run still waits
+        assert time.monotonic() < deadline, "the busy run's call was not recorded"
+        time.sleep(0.005)
     assert h.state("fae-running-seq", "busy") == 0
     assert h.state("fae-last-completed-seq", "busy") is None
     snap = h.snapshot()
@@ -172,8 +173,11 @@ def test_restore_resumes_runs_in_flight_without_repeating_calls(tmp_path: Path) 
     h.process_element("a1", key="a")
     h.process_element("a2", key="a")  # queued behind a1, in keyed state
     h.process_element("b1", key="b")
+    # Wait until both calls are recorded (not only executed): a call that ran but whose
+    # record was not written yet would legitimately run again after the restore.
     deadline = time.monotonic() + 5
-    while len(gate.executed) < 2 and time.monotonic() < deadline:
+    while seqs(db, "a") != [0] or seqs(db, "b") != [0]:
+        assert time.monotonic() < deadline, "the durable calls were not recorded"
         time.sleep(0.005)
     assert sorted(gate.executed) == [("a", 0), ("b", 0)]
     snap = h.snapshot()  # a1 and b1 in flight, a2 queued

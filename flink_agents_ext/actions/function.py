@@ -139,6 +139,9 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
         self.policy = PrunePolicy(self.store, self.namespace, self.retention,
                                   self.allow_reexecution)
         self._store_records = self.store.size(self.namespace)
+        # Runs that may have records (from an earlier attempt): only these read the store
+        # before running. Small: everything a completed checkpoint covered is pruned.
+        self._recorded = self.store.recorded_runs(self.namespace)
         self._completions = 0
         group = runtime_context.get_metrics_group().add_group("flink_agents_ext")
         self.m_actions_run = group.counter("actions_run")
@@ -185,7 +188,7 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
             try:
                 result = execute_run(self.agent, self.store, self.serializer, self.namespace,
                                      key, key_enc, seq, value, self._memory(),
-                                     self.max_actions_per_run)
+                                     self.max_actions_per_run, self._maybe_recorded(key_enc, seq))
             except ActionFailed as exc:
                 if self.on_action_error == "fail":
                     raise
@@ -195,6 +198,15 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
         self.pending.add(value)
         if self.running_seq.value() is None:
             self._start(key, key_enc, ctx, resume=False)
+
+    def _maybe_recorded(self, key_enc: str, seq: int) -> bool:
+        if not self._recorded:
+            return False
+        try:
+            self._recorded.remove((key_enc, seq))
+        except KeyError:
+            return False
+        return True
 
     def _memory(self) -> dict[str, Any]:
         raw = self.memory_state.value()
@@ -225,7 +237,8 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
         assert self._executor is not None
         future = self._executor.submit(
             execute_run, self.agent, self.store, self.serializer, self.namespace, key,
-            key_enc, seq, value, self._memory(), self.max_actions_per_run)
+            key_enc, seq, value, self._memory(), self.max_actions_per_run,
+            self._maybe_recorded(key_enc, seq))
         self._runs[key_enc] = (seq, value, future)
         timers = ctx.timer_service()
         timers.register_processing_time_timer(

@@ -66,7 +66,8 @@ class RunResult:
 
 def execute_run(agent: Agent, store: ActionStateStore, serializer: Serializer, namespace: str,
                 key: Any, key_enc: str, seq: int, value: Any, memory: dict[str, Any],
-                max_actions: int = DEFAULT_MAX_ACTIONS_PER_RUN) -> RunResult:
+                max_actions: int = DEFAULT_MAX_ACTIONS_PER_RUN,
+                maybe_recorded: bool = True) -> RunResult:
     """Run (or replay) run ``seq`` of ``key`` for input ``value``.
 
     Completed actions found in the store are not run again: their recorded outputs and
@@ -75,14 +76,16 @@ def execute_run(agent: Agent, store: ActionStateStore, serializer: Serializer, n
 
     Args:
         memory: the key's memory before the run (not modified; see ``RunResult.memory``).
+        maybe_recorded: ``False`` when the caller knows the store has no record of this run
+            (see :meth:`ActionStateStore.recorded_runs`): the store is then not read.
 
     Raises:
         ActionFailed: an action raised, or its effects could not be recorded, or an event
             had no action, or the run exceeded ``max_actions``.
     """
     result = RunResult(seq=seq, memory=dict(memory))
-    recorded = {(r.id.action, r.id.occurrence): r
-                for r in store.get_run(namespace, key_enc, seq)}
+    recorded = ({(r.id.action, r.id.occurrence): r
+                 for r in store.get_run(namespace, key_enc, seq)} if maybe_recorded else {})
     occurrences: Counter[str] = Counter()
     queue: deque[Event] = deque([Event(INPUT, value)])
     executed = 0
@@ -107,7 +110,8 @@ def execute_run(agent: Agent, store: ActionStateStore, serializer: Serializer, n
                 result.actions_replayed += 1
             else:
                 outputs, events, updates = _run_action(
-                    action.name, action.fn, event, key, record_id, result, store, serializer)
+                    action.name, action.fn, event, key, record_id, result, store, serializer,
+                    maybe_recorded)
                 result.actions_run += 1
             result.outputs.extend(outputs)
             queue.extend(Event(t, p) for t, p in events)
@@ -117,9 +121,9 @@ def execute_run(agent: Agent, store: ActionStateStore, serializer: Serializer, n
 
 
 def _run_action(name: str, fn: Any, event: Event, key: Any, record_id: RecordId,
-                result: RunResult, store: ActionStateStore,
-                serializer: Serializer) -> tuple[list[Any], list[tuple[str, Any]], dict]:
-    journal = store.get_calls(record_id)
+                result: RunResult, store: ActionStateStore, serializer: Serializer,
+                maybe_recorded: bool) -> tuple[list[Any], list[tuple[str, Any]], dict]:
+    journal = store.get_calls(record_id) if maybe_recorded else []
     view = Memory(result.memory)
     ctx = ActionContext(key, record_id, event.type, view, store, serializer, journal,
                         result.calls)

@@ -123,6 +123,13 @@ class ActionStateStore(ABC):
     def get_run(self, namespace: str, key: str, seq: int) -> list[ActionRecord]:
         """Return every action record of one run, ordered by (action, occurrence)."""
 
+    @abstractmethod
+    def recorded_runs(self, namespace: str) -> set[tuple[str, int]]:
+        """The (key, seq) pairs that have any action or call record in ``namespace``.
+
+        Everything older than the prune boundary is gone, so this is small: the runs of the
+        last checkpoint interval(s). A run not in it has nothing to replay."""
+
     # -- durable-call journal ----------------------------------------------------------
     @abstractmethod
     def put_call(self, call: CallRecord) -> None:

@@ -251,12 +251,18 @@ SELECT (SELECT count(*) FROM {schema}.actions) + (SELECT count(*) FROM {schema}.
 """
 
 #: The statements of the operations, by name (``{schema}`` is filled in per store).
+_RECORDED_RUNS = """
+SELECT key, seq FROM {schema}.actions WHERE namespace = %s
+UNION SELECT key, seq FROM {schema}.calls WHERE namespace = %s
+"""
+
 _STATEMENTS = {
     "put_action": _PUT_ACTION, "get_action": _GET_ACTION, "get_run": _GET_RUN,
     "put_call": _PUT_CALL, "get_calls": _GET_CALLS, "truncate_calls": _TRUNCATE_CALLS,
     "prune": _PRUNE, "add_marks": _ADD_MARKS, "take_marks": _TAKE_MARKS,
     "get_boundary": _GET_BOUNDARY, "raise_boundary": _RAISE_BOUNDARY,
     "force_boundary": _FORCE_BOUNDARY, "size_namespace": _SIZE_NAMESPACE, "size_all": _SIZE_ALL,
+    "recorded_runs": _RECORDED_RUNS,
     **{f"clear_{i}": statement for i, statement in enumerate(_CLEAR)},
 }
 
@@ -661,6 +667,13 @@ class PostgresStore(ActionStateStore):
             return counts[0] + counts[1]
 
         return self._run("clear_namespace", work)
+
+    def recorded_runs(self, namespace: str) -> set[tuple[str, int]]:
+        """The (key, seq) pairs that have any action or call record in ``namespace``."""
+        query = self._sql["recorded_runs"]
+        rows = self._run("recorded_runs",
+                         lambda conn: conn.execute(query, (namespace, namespace)).fetchall())
+        return {(str(key), int(seq)) for key, seq in rows}
 
     def size(self, namespace: Optional[str] = None) -> int:
         """Number of action and call records (of one namespace, or all)."""

@@ -493,6 +493,15 @@ class SQLiteStore(ActionStateStore):
             conn.execute(_FORCE_BOUNDARY if force else _RAISE_BOUNDARY,
                          (namespace, checkpoint_id))
 
+    def recorded_runs(self, namespace: str) -> set[tuple[str, int]]:
+        """The (key, seq) pairs that have any action or call record in ``namespace``."""
+        with self._use("recorded_runs") as conn:
+            rows = conn.execute(
+                "SELECT key, seq FROM actions WHERE namespace = ? "
+                "UNION SELECT key, seq FROM calls WHERE namespace = ?",
+                (namespace, namespace)).fetchall()
+        return {(str(key), int(seq)) for key, seq in rows}
+
     # -- housekeeping --------------------------------------------------------------------
     def clear_namespace(self, namespace: str) -> int:
         """Delete every record, mark and the boundary of ``namespace``; return the number of
