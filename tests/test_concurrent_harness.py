@@ -195,3 +195,46 @@ def test_restore_resumes_runs_in_flight_without_repeating_calls(tmp_path: Path) 
     assert sorted(gate.executed) == [("a", 0), ("a", 1), ("b", 0)]
     for event in gate.open.values():
         event.set()
+
+
+@pytest.mark.timeout(60)
+def test_async_actions_await_durable_calls_and_replay(tmp_path: Path) -> None:
+    import asyncio
+
+    calls: list[str] = []
+    running = {"now": 0, "peak": 0}
+
+    async def model(prompt: str) -> str:
+        calls.append(prompt)
+        running["now"] += 1
+        running["peak"] = max(running["peak"], running["now"])
+        await asyncio.sleep(0.05)
+        running["now"] -= 1
+        if prompt.startswith("bad"):
+            raise ValueError(f"model refused {prompt}")
+        return prompt.upper()
+
+    agent = Agent("async")
+
+    @agent.action(on=INPUT)
+    async def ask(event: str, ctx: ActionContext) -> None:
+        try:
+            ctx.emit(await ctx.durable_execute_async(model, event))
+        except ValueError as exc:
+            ctx.emit(f"refused: {exc}")
+
+    db = tmp_path / "a.db"
+    inputs = [f"q{i}" for i in range(8)] + ["bad-1"]
+    h = KeyedFunctionHarness(make(db, agent, max_in_flight=8))
+    for i, text in enumerate(inputs):
+        h.process_element(text, key=f"k{i}")
+    out = sorted(h.end_input())
+    assert out == sorted([t.upper() for t in inputs[:-1]] + ["refused: model refused bad-1"])
+    assert running["peak"] > 1, "async calls of different keys did not overlap"
+    # A fresh instance on the same store replays: no call runs again, the recorded
+    # exception is raised again with its type and message.
+    h2 = KeyedFunctionHarness(make(db, agent, max_in_flight=8))
+    for i, text in enumerate(inputs):
+        h2.process_element(text, key=f"k{i}")
+    assert sorted(h2.end_input()) == out
+    assert len(calls) == len(inputs)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
@@ -14,7 +13,9 @@ if TYPE_CHECKING:
 #: The event type of a run's input record.
 INPUT = "input"
 
-ActionFn = Callable[[Any, "ActionContext"], None]
+#: An action: ``fn(event_payload, ctx)``, or an ``async def`` one (awaited on a shared
+#: event loop; its durable calls can be awaited with ``ctx.durable_execute_async``).
+ActionFn = Callable[[Any, "ActionContext"], Any]
 
 
 class AgentDefinitionError(FlinkAgentsExtError, ValueError):
@@ -70,6 +71,9 @@ class Agent:
                    name: Optional[str] = None) -> Action:
         """Register ``fn(event_payload, ctx)`` under ``name`` (default: its ``__name__``).
 
+        ``fn`` may be ``async def``: it is awaited on a shared event loop, so that it can
+        ``await ctx.durable_execute_async(...)`` calls of async clients.
+
         The name is part of every record's identity: renaming an action makes its old
         records unreachable, so keep names stable across deployments.
         """
@@ -80,9 +84,6 @@ class Agent:
             raise AgentDefinitionError(f"action {action_name!r} is declared twice")
         if not callable(fn):
             raise AgentDefinitionError(f"action {action_name!r} is not callable")
-        if inspect.iscoroutinefunction(fn):
-            raise AgentDefinitionError(
-                f"action {action_name!r} is async; async actions are not supported yet")
         events = (on,) if isinstance(on, str) else tuple(on)
         if not events or not all(isinstance(e, str) and e for e in events):
             raise AgentDefinitionError(f"action {action_name!r}: 'on' must name event types")

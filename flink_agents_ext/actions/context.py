@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import Any, Callable, Iterator, Optional, TypeVar
+from typing import Any, Awaitable, Callable, Iterator, Optional, TypeVar
 
 from flink_agents_ext.errors import FlinkAgentsExtError
 from flink_agents_ext.keys import KeyEncodingError, digest
@@ -232,8 +232,50 @@ class ActionContext:
         """
         return self._call(fn, reconciler, args, kwargs)
 
+    async def durable_execute_async(self, fn: Callable[..., Awaitable[T]], *args: Any,
+                                    **kwargs: Any) -> T:
+        """:meth:`durable_execute` for a coroutine function, inside an ``async def``
+        action: ``result = await ctx.durable_execute_async(client.complete, prompt)``."""
+        return await self._call_async(fn, None, args, kwargs)
+
+    async def durable_execute_reconcilable_async(
+            self, fn: Callable[..., Awaitable[T]], reconciler: Callable[..., Awaitable[T]],
+            *args: Any, **kwargs: Any) -> T:
+        """:meth:`durable_execute_reconcilable` for coroutine functions."""
+        return await self._call_async(fn, reconciler, args, kwargs)
+
     def _call(self, fn: Callable[..., T], reconciler: Optional[Callable[..., T]],
               args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+        step = self._begin(fn, reconciler, args, kwargs)
+        if step.hit:
+            return step.replayed()
+        step.before_call()
+        try:
+            result = step.fn(*args, **kwargs)
+        except Exception as exc:
+            step.failed(exc)
+            raise
+        step.returned(result)
+        return result
+
+    async def _call_async(self, fn: Callable[..., Awaitable[T]],
+                          reconciler: Optional[Callable[..., Awaitable[T]]],
+                          args: tuple[Any, ...], kwargs: dict[str, Any]) -> T:
+        step = self._begin(fn, reconciler, args, kwargs)
+        if step.hit:
+            return step.replayed()
+        step.before_call()
+        try:
+            result = await step.fn(*args, **kwargs)
+        except Exception as exc:
+            step.failed(exc)
+            raise
+        step.returned(result)
+        return result
+
+    def _begin(self, fn: Callable[..., Any], reconciler: Optional[Callable[..., Any]],
+               args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Step:
+        """Match the next journal position: a hit to replay, or a call to (re)run."""
         name = function_identity(fn)
         try:
             arg_digest = digest({"args": list(args), "kwargs": kwargs})
@@ -242,22 +284,20 @@ class ActionContext:
                 f"arguments of durable call {name} cannot be digested: {exc}") from exc
         position = self._position
         self._position += 1
+        step = _Step(self, name, arg_digest, position, fn, pending=reconciler is not None)
         if position < len(self._journal):
             entry = self._journal[position]
             if entry.function == name and entry.digest == arg_digest:
-                if entry.status is CallStatus.OK:
+                if entry.status is not CallStatus.PENDING:
                     self._stats.replayed += 1
-                    return self._serializer.loads(entry.result or b"null")
-                if entry.status is CallStatus.ERROR:
-                    self._stats.replayed += 1
-                    raise rebuild_exception(entry.error_type or "Exception",
-                                            entry.error_message or "")
-                if entry.status is CallStatus.PENDING and reconciler is not None:
+                    step.hit, step.entry = True, entry
+                    return step
+                if reconciler is not None:
                     self._stats.reconciled += 1
                     _log.info("reconciling pending durable call %s at position %d of %s",
                               name, position, self._describe())
-                    return self._run(name, arg_digest, position, reconciler, args, kwargs,
-                                     pending=False)
+                    step.fn, step.pending = reconciler, False
+                    return step
             self._stats.nondeterministic += 1
             _log.warning(
                 "non-deterministic action %s: durable call %d is %s(%s) but the journal "
@@ -266,34 +306,54 @@ class ActionContext:
                 entry.digest[:8])
             self._store.truncate_calls(self._id, position)
             del self._journal[position:]
-        return self._run(name, arg_digest, position, fn, args, kwargs,
-                         pending=reconciler is not None)
-
-    def _run(self, name: str, arg_digest: str, position: int, fn: Callable[..., T],
-             args: tuple[Any, ...], kwargs: dict[str, Any], pending: bool) -> T:
-        if pending:
-            self._store.put_call(CallRecord(self._id, position, name, arg_digest,
-                                            CallStatus.PENDING))
-        self._stats.executed += 1
-        try:
-            result = fn(*args, **kwargs)
-        except Exception as exc:
-            record = CallRecord(self._id, position, name, arg_digest, CallStatus.ERROR,
-                                error_type=_exception_type_name(exc),
-                                error_message=exception_message(exc))
-            self._store.put_call(record)
-            self._journal[position:] = [record]
-            raise
-        try:
-            data = self._serializer.dumps(result)
-        except SerializationError as exc:
-            raise SerializationError(
-                f"durable call {name} in {self._describe()} ran but its result cannot be "
-                f"recorded: {exc}") from exc
-        record = CallRecord(self._id, position, name, arg_digest, CallStatus.OK, result=data)
-        self._store.put_call(record)
-        self._journal[position:] = [record]
-        return result
+        return step
 
     def _describe(self) -> str:
         return f"{self._id.action}#{self._id.occurrence} (key {self._id.key}, run {self._id.seq})"
+
+
+class _Step:
+    """One durable call: a journal hit to replay, or a call to run and record."""
+
+    def __init__(self, ctx: ActionContext, name: str, arg_digest: str, position: int,
+                 fn: Callable[..., Any], pending: bool) -> None:
+        self.ctx, self.name, self.digest, self.position = ctx, name, arg_digest, position
+        self.fn, self.pending = fn, pending
+        self.hit = False
+        self.entry: Optional[CallRecord] = None
+
+    def replayed(self) -> Any:
+        """The recorded result, or the recorded exception raised again."""
+        entry = self.entry
+        assert entry is not None
+        if entry.status is CallStatus.ERROR:
+            raise rebuild_exception(entry.error_type or "Exception", entry.error_message or "")
+        return self.ctx._serializer.loads(entry.result or b"null")
+
+    def before_call(self) -> None:
+        """Journal PENDING first for a reconcilable call; count the execution."""
+        if self.pending:
+            self.ctx._store.put_call(CallRecord(self.ctx._id, self.position, self.name,
+                                                self.digest, CallStatus.PENDING))
+        self.ctx._stats.executed += 1
+
+    def failed(self, exc: Exception) -> None:
+        """Journal the exception the call raised."""
+        self._record(CallRecord(self.ctx._id, self.position, self.name, self.digest,
+                                CallStatus.ERROR, error_type=_exception_type_name(exc),
+                                error_message=exception_message(exc)))
+
+    def returned(self, result: Any) -> None:
+        """Journal the call's result."""
+        try:
+            data = self.ctx._serializer.dumps(result)
+        except SerializationError as exc:
+            raise SerializationError(
+                f"durable call {self.name} in {self.ctx._describe()} ran but its result "
+                f"cannot be recorded: {exc}") from exc
+        self._record(CallRecord(self.ctx._id, self.position, self.name, self.digest,
+                                CallStatus.OK, result=data))
+
+    def _record(self, record: CallRecord) -> None:
+        self.ctx._store.put_call(record)
+        self.ctx._journal[self.position:] = [record]

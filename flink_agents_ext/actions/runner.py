@@ -7,6 +7,7 @@ Pure logic over an :class:`ActionStateStore`: no Flink. The Flink function
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from flink_agents_ext.actions.context import (
     Memory,
     apply_memory_updates,
 )
+from flink_agents_ext.actions.executor import run_coroutine
 from flink_agents_ext.errors import FlinkAgentsExtError
 from flink_agents_ext.serde import SerializationError, Serializer
 from flink_agents_ext.store.base import ActionRecord, ActionStateStore, RecordId
@@ -128,7 +130,10 @@ def _run_action(name: str, fn: Any, event: Event, key: Any, record_id: RecordId,
     ctx = ActionContext(key, record_id, event.type, view, store, serializer, journal,
                         result.calls)
     try:
-        fn(event.payload, ctx)
+        if inspect.iscoroutinefunction(fn):
+            run_coroutine(fn(event.payload, ctx))
+        else:
+            fn(event.payload, ctx)
     except RetryableActionError:
         raise
     except Exception as exc:
