@@ -22,5 +22,6 @@ setup(
     extras_require={
         "postgres": ["psycopg[binary]>=3.1,<4"],
         "dev": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.5", "mypy>=1.10"],
+        "bench": ["matplotlib>=3.7,<3.10"],
     },
 )

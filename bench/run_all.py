@@ -10,7 +10,14 @@ import os
 import platform
 import time
 
-from bench import bridge_overhead, concurrency, snapshot_cost
+from bench import (
+    bridge_overhead,
+    concurrency,
+    durable_throughput,
+    plot,
+    snapshot_cost,
+    store_growth,
+)
 from bench.common import ROOT
 
 
@@ -35,9 +42,13 @@ def main() -> None:
     results.update(concurrency.main())
     print("\n== checkpoint bookkeeping: 1M vs 10k keys in state, vs a full-scan reference ==")
     results.update(snapshot_cost.main())
+    print("\n== durable function vs stock keyed function, same user work ==")
+    results.update(durable_throughput.main())
+    print("\n== store growth under steady load (end vs midpoint) ==")
+    results.update(store_growth.main())
     path = ROOT / "bench-results.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwrote {path}")
+    print(f"\nwrote {path} and {plot.plot(results, ROOT / 'bench-results')}")
 
 
 if __name__ == "__main__":
