@@ -24,8 +24,13 @@ from pyflink.datastream.state import ValueStateDescriptor
 from flink_agents_ext import configure_environment, process_with_checkpoints
 from flink_agents_ext.actions import INPUT, ActionContext, Agent, DurableAgentFunction
 
+WORK_S = 0.0
+
 
 def user_work(i: int) -> str:
+    """The user work: a hash, plus WORK_S seconds of waiting (a fast local call)."""
+    if WORK_S:
+        time.sleep(WORK_S)
     return hashlib.sha256(f"ticket-{i}".encode()).hexdigest()[:16]
 
 
@@ -47,10 +52,13 @@ class Clock:
 
 
 class Stock(KeyedProcessFunction):
-    def __init__(self, result: str) -> None:
+    def __init__(self, result: str, work_s: float) -> None:
         self.result = result
+        self.work_s = work_s
 
     def open(self, runtime_context: Any) -> None:
+        global WORK_S
+        WORK_S = self.work_s
         self.count = runtime_context.get_state(ValueStateDescriptor("n", Types.LONG()))
         self.clock = Clock()
 
@@ -74,11 +82,14 @@ def agent() -> Agent:
 
 
 class Durable(DurableAgentFunction):
-    def __init__(self, *args: Any, result: str, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, result: str, work_s: float, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.result = result
+        self.work_s = work_s
 
     def open(self, runtime_context: Any) -> None:
+        global WORK_S
+        WORK_S = self.work_s
         super().open(runtime_context)
         self.clock = Clock()
 
@@ -96,8 +107,10 @@ def main() -> None:
     p.add_argument("--side", choices=["stock", "durable"], required=True)
     p.add_argument("--n", type=int, required=True)
     p.add_argument("--keys", type=int, required=True)
+    p.add_argument("--work-ms", type=float, default=0.0)
     p.add_argument("--result", required=True)
     args = p.parse_args()
+    work_s = args.work_ms / 1000
     conf = Configuration()
     conf.set_string("python.fn-execution.bundle.size", "1000")
     env = StreamExecutionEnvironment.get_execution_environment(conf)
@@ -110,11 +123,12 @@ def main() -> None:
         .map(lambda i: (i % keys, i), output_type=Types.TUPLE([Types.LONG(), Types.LONG()])) \
         .key_by(lambda t: t[0], key_type=Types.LONG())
     if args.side == "stock":
-        keyed.process(Stock(args.result), Types.STRING())
+        keyed.process(Stock(args.result, work_s), Types.STRING())
     else:
         db = os.path.join(tempfile.mkdtemp(prefix="fae-bench-"), "a.db")
         process_with_checkpoints(keyed, Durable(agent(), {"backend": "sqlite", "path": db},
-                                                "bench", result=args.result), Types.STRING())
+                                                "bench", result=args.result, work_s=work_s),
+                                 Types.STRING())
     env.execute("durable-throughput")
 
 

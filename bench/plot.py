@@ -11,6 +11,7 @@ RATIOS = [
     ("bridge_overhead_ratio_process", "bridge vs stock\n(process)", 0.8, True),
     ("throughput_ratio_1k_keys", "durable vs stock\n1k keys", 0.8, True),
     ("throughput_ratio_100k_keys", "durable vs stock\n100k keys", 0.8, True),
+    ("throughput_ratio_1k_keys_1ms_work", "durable vs stock\n1 ms work", 0.8, True),
     ("snapshot_cost_ratio_1m_vs_10k", "checkpoint cost\n1M / 10k keys", 2.0, False),
     ("baseline_snapshot_cost_ratio_1m_vs_10k", "full-scan baseline\n1M / 10k keys", 2.0, False),
     ("store_growth_ratio", "store growth\nend / midpoint", 1.1, False),
