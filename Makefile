@@ -106,3 +106,25 @@ cluster-logs: setup
 cluster-stop: setup
 	$(CLUSTER) stop
 # ---- end of cluster section -------------------------------------------------------------------
+
+# ---- chaos: fault injection (chaos/; python -m chaos.run --help) -----------------------------
+# make chaos        20 mini-cluster trials, each with a failure at a random point, plus a killed
+#                   TaskManager on a standalone cluster and a PostgreSQL restart; each checked
+#                   against a failure-free run. Prints a table, writes chaos-results.json.
+# make chaos-short  the short form the test suite runs (tests/test_chaos.py)
+# CHAOS_ARGS=...    e.g. "--seed 7", "--trials 30", "--no-cluster"
+CHAOS_ARGS ?=
+
+.PHONY: chaos chaos-short chaos-lint
+
+chaos: jar
+	$(PY) -m chaos.run $(CHAOS_ARGS)
+
+chaos-short: jar
+	$(PY) -m chaos.run --short $(CHAOS_ARGS)
+
+# `make lint` checks chaos/ too.
+lint: chaos-lint
+chaos-lint: setup
+	$(PY) -m ruff check chaos
+# ---- end of chaos section ---------------------------------------------------------------------

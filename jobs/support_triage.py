@@ -14,6 +14,9 @@ reason, to ``<output>/dead_letters``.
 ``--fail-after N`` makes the ``respond`` action fail once, after its durable call, for the
 N-th generated ticket: Flink restarts from the last checkpoint, replays, and the summary shows
 that no durable call ran twice while the records were pruned as checkpoints completed.
+
+``--chaos SPEC`` and ``--chaos-bad-input`` install the fault-injection hooks of ``make chaos``
+(``chaos/inject.py``); without them the job does not import ``chaos``.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 from pyflink.common import Configuration, Encoder, Types, WatermarkStrategy
 from pyflink.datastream import ProcessFunction, StreamExecutionEnvironment
@@ -94,10 +97,15 @@ def model_draft_reply(out_dir: str, ticket_id: str, category: str, tier: str) ->
     return f"[{tier}] Thanks for reaching out about your {category} issue; we are on it."
 
 
+def page_id(ticket_id: str, category: str) -> str:
+    """The id of the page sent for a ticket (what a lookup in the pager would return)."""
+    return f"PAGE-{_score(ticket_id, category) % 10000:04d}"
+
+
 @durable_name("triage.tool.page_oncall.v1")
 def page_oncall(out_dir: str, ticket_id: str, category: str) -> str:
     _side_effect(out_dir, "page_oncall", ticket_id)
-    return f"PAGE-{_score(ticket_id, category) % 10000:04d}"
+    return page_id(ticket_id, category)
 
 
 def build_agent(out_dir: str, fail_after: int) -> Agent:
@@ -206,8 +214,13 @@ def generated_ticket(n: int) -> str:
 
 
 def build(env: StreamExecutionEnvironment, cfg: JobConfig, out_dir: str,
-          fail_after: int) -> None:
-    """Build the pipeline on ``env``."""
+          fail_after: int, chaos: Optional[str] = None, chaos_bad_input: bool = False) -> None:
+    """Build the pipeline on ``env`` (``chaos``, ``chaos_bad_input``: see ``chaos/inject.py``)."""
+    chaos_mode = chaos is not None or chaos_bad_input
+    if chaos_mode:
+        # -- chaos (make chaos): everything before the agent runs with parallelism 1, so each
+        # key's tickets arrive in the same order in every run, whatever the parallelism.
+        env.set_parallelism(1)
     lines = None
     if cfg.input_path:
         source = FileSource.for_record_stream_format(StreamFormat.text_line_format(),
@@ -228,12 +241,26 @@ def build(env: StreamExecutionEnvironment, cfg: JobConfig, out_dir: str,
         lines = gen if lines is None else lines.union(gen)
     assert lines is not None
     parsed = lines.process(ParseTicket()).uid("parse").name("parse")
-    agent = TriageFunction(
-        build_agent(out_dir, fail_after), cfg.store_settings(), cfg.namespace,
+    triage_agent = build_agent(out_dir, fail_after)
+    function_cls: Any = TriageFunction
+    store: Any = cfg.store_settings()
+    if chaos_mode:
+        # -- chaos hooks (chaos/inject.py): failure points, bad-input tickets. Keys are
+        # pickled here (no key type), so that an unencodable one reaches the agent.
+        from chaos.inject import ChaosHooks
+
+        hooks = ChaosHooks(chaos or "none", chaos_bad_input, out_dir, page_oncall, page_id)
+        triage_agent, function_cls, store = hooks.instrument(triage_agent, TriageFunction,
+                                                             store)
+        keyed = parsed.key_by(hooks.key_selector())
+        env.set_parallelism(cfg.parallelism)
+    else:
+        keyed = parsed.key_by(lambda t: t["customer"], key_type=Types.STRING())
+    agent = function_cls(
+        triage_agent, store, cfg.namespace,
         retention=cfg.retention, stats_dir=os.path.join(out_dir, "stats"))
     results = process_with_checkpoints(
-        parsed.key_by(lambda t: t["customer"], key_type=Types.STRING()), agent,
-        Types.STRING(), name="triage-agent", uid="triage-agent")
+        keyed, agent, Types.STRING(), name="triage-agent", uid="triage-agent")
     dead = parsed.get_side_output(DEAD_LETTER_TAG).union(
         results.get_side_output(DEAD_LETTER_TAG))
     encoder = Encoder.simple_string_encoder()
@@ -311,6 +338,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", choices=["thread", "process"], help="override execution mode")
     p.add_argument("--from-savepoint", default="", help="resume from this savepoint")
     p.add_argument("--summary-json", default="", help="also write the summary here")
+    # -- fault injection (chaos/, make chaos) -------------------------------------------------
+    p.add_argument("--chaos", metavar="SPEC",
+                   help="inject one failure: none or POINT:TARGET:TRIGGER (chaos/inject.py)")
+    p.add_argument("--chaos-bad-input", action="store_true",
+                   help="tickets with a 'chaos' field turn bad in the agent (chaos/inputs.py)")
     # -- standalone cluster (scripts/cluster.sh) ---------------------------------------------
     p.add_argument("--detach", action="store_true",
                    help="submit the job, print 'JOB_ID <id>' and return at once (for "
@@ -333,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
         # A fresh run: start from empty outputs and an empty namespace.
         for sub in ("results", "dead_letters", "stats"):
             shutil.rmtree(os.path.join(out_dir, sub), ignore_errors=True)
-        for name in ("side_effects.jsonl", "failed-once"):
+        for name in ("side_effects.jsonl", "failed-once", "chaos-fired.json",
+                     "reconciled.jsonl", "chaos-restores.jsonl"):
             if os.path.exists(os.path.join(out_dir, name)):
                 os.remove(os.path.join(out_dir, name))
         with open_store(cfg.store_settings()) as store:
@@ -341,14 +374,14 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(out_dir, exist_ok=True)
 
     env = make_env(cfg, args.from_savepoint or None)
-    build(env, cfg, out_dir, args.fail_after)
+    build(env, cfg, out_dir, args.fail_after, args.chaos, args.chaos_bad_input)
     total = cfg.generate + (sum(1 for _ in open(cfg.input_path)) if cfg.input_path and
                             os.path.isfile(cfg.input_path) else 0)
     print(f"support-triage: {total} tickets, {cfg.execution_mode} mode, parallelism "
           f"{cfg.parallelism}, checkpoint every {cfg.checkpoint_interval_ms} ms, store "
           f"{cfg.store['backend']}, output {out_dir}"
           + (f", failure injected at ticket G-{args.fail_after:06d}" if args.fail_after
-             else ""), flush=True)
+             else "") + (f", chaos {args.chaos}" if args.chaos else ""), flush=True)
     started = time.time()
     client = env.execute_async(cfg.name)
     if args.detach:

@@ -77,7 +77,7 @@ pid_files() { ls "$FLINK_PID_DIR"/flink-*-standalonesession.pid \
                  "$FLINK_PID_DIR"/flink-*-taskexecutor.pid 2>/dev/null || true; }
 # A live process started with our config directory (a pid in a stale pid file may have been
 # reused by an unrelated process).
-ours() { [ -n "$1" ] && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$FLINK_CONF_DIR/"; }
+ours() { [ -n "$1" ] && tr '\0' ' ' 2>/dev/null <"/proc/$1/cmdline" | grep -qF -- "$FLINK_CONF_DIR/"; }
 # The live pids recorded in our pid files.
 recorded_pids() {
   local f p
