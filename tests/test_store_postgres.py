@@ -102,7 +102,8 @@ class PgServer:
     def control(self, command: str) -> None:
         """``stop``, ``start`` or ``restart`` the server (managed servers only)."""
         if not self.managed:
-            pytest.skip(f"FAE_PG_DSN server: the tests cannot {command} it")
+            pytest.fail(f"this test must {command} its server: unset FAE_PG_DSN so that "
+                        f"scripts/pg-test-server.sh provides one")
         proc = subprocess.run(["bash", str(SCRIPT), command], capture_output=True, text=True,
                               timeout=120, env=server_env(self.password))
         assert proc.returncode == 0, f"pg-test-server.sh {command} failed:\n{proc.stderr}"
@@ -222,7 +223,7 @@ def test_server_default_collation_is_not_code_point_order(pg: PgServer) -> None:
     # The contract's code-point ordering test means something only when the database's own
     # collation orders differently (pg-test-server.sh uses ICU en-US).
     if not pg.managed:
-        pytest.skip("FAE_PG_DSN server: its collation is not ours to choose")
+        pytest.fail("this test needs a server whose collation it chose: unset FAE_PG_DSN")
     assert pg.query("SELECT 'B' < 'a', 'B' < 'a' COLLATE \"C\"") == [(False, True)]
 
 
@@ -486,7 +487,7 @@ def test_restart_while_threads_write(ensure_running: PgServer) -> None:
     pg = ensure_running
     ns = f"ns-{uuid.uuid4().hex[:8]}"
     if not pg.managed:
-        pytest.skip("FAE_PG_DSN server: the tests cannot restart it")
+        pytest.fail("this test must restart its server: unset FAE_PG_DSN")
     with pg.store(retries=8) as store:
         done = threading.Event()
 
