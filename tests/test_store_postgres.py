@@ -6,7 +6,7 @@ session, in ``.pg/test`` on 127.0.0.1:$FAE_PG_TEST_PORT (default 55433): not the
 the cluster profile (``.pg``, port 55432), because these tests stop and restart theirs. A
 server this session started is stopped at its end. To use another server instead, set
 ``FAE_PG_DSN`` to a libpq connection string or URL (host, port, dbname, user, password); the
-tests that stop or restart the server then skip, as they cannot control it. When the server
+tests that must stop or restart the server then fail, saying so. When the server
 cannot be started or reached, the tests fail with the reason.
 """
 
