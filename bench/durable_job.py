@@ -108,6 +108,10 @@ def main() -> None:
     p.add_argument("--n", type=int, required=True)
     p.add_argument("--keys", type=int, required=True)
     p.add_argument("--work-ms", type=float, default=0.0)
+    p.add_argument("--commit", choices=["each", "group"], default="each",
+                   help="the store's commit mode (durable side)")
+    p.add_argument("--commit-interval-ms", type=int, default=None,
+                   help="group commit: the store's commit_interval_ms")
     p.add_argument("--result", required=True)
     args = p.parse_args()
     work_s = args.work_ms / 1000
@@ -126,7 +130,9 @@ def main() -> None:
         keyed.process(Stock(args.result, work_s), Types.STRING())
     else:
         db = os.path.join(tempfile.mkdtemp(prefix="fae-bench-"), "a.db")
-        process_with_checkpoints(keyed, Durable(agent(), {"backend": "sqlite", "path": db},
+        process_with_checkpoints(keyed, Durable(agent(), {"backend": "sqlite", "path": db,
+                                                "commit": args.commit,
+                                                "commit_interval_ms": args.commit_interval_ms},
                                                 "bench", result=args.result, work_s=work_s),
                                  Types.STRING())
     env.execute("durable-throughput")

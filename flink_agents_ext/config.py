@@ -4,7 +4,8 @@ A configuration file has these sections (see ``conf/local.yaml`` and ``conf/clus
 
     job:        name, namespace, parallelism, execution_mode (thread|process)
     checkpoints: interval_ms, retention, dir (optional), restart_attempts
-    store:      backend (sqlite|postgres) and the backend's settings
+    store:      backend (sqlite|postgres), the backend's settings, and commit (each|group)
+                with commit_interval_ms and commit_max_records for group commit
     input:      path (file or directory of JSON lines, optional), generate (count), rate
     output:     dir
 
@@ -161,15 +162,16 @@ def _parse(source: str, raw: dict[str, Any]) -> JobConfig:
     out.check_unknown({"dir"})
 
     backend = store.get("backend", str, choices=BACKENDS)
+    commit_keys = {"commit", "commit_interval_ms", "commit_max_records"}
     if backend == "sqlite":
-        store.check_unknown({"backend", "path", "synchronous"})
+        store.check_unknown({"backend", "path", "synchronous", *commit_keys})
         store_settings = {"backend": "sqlite", "path": store.get("path", str)}
         if "synchronous" in store.data:
             store_settings["synchronous"] = store.get(
                 "synchronous", str, choices=("OFF", "NORMAL", "FULL", "EXTRA"))
     else:
         store.check_unknown({"backend", "host", "port", "dbname", "user", "password_env",
-                             "connect_timeout_s", "retries"})
+                             "connect_timeout_s", "retries", *commit_keys})
         store_settings = {
             "backend": "postgres",
             "host": store.get("host", str),
@@ -180,6 +182,16 @@ def _parse(source: str, raw: dict[str, Any]) -> JobConfig:
             "connect_timeout_s": store.get("connect_timeout_s", int, default=5, minimum=1),
             "retries": store.get("retries", int, default=5, minimum=0),
         }
+    store_settings["commit"] = store.get("commit", str, default="each",
+                                         choices=("each", "group"))
+    if store_settings["commit"] == "group":
+        store_settings["commit_interval_ms"] = store.get("commit_interval_ms", int,
+                                                         default=50, minimum=1)
+        store_settings["commit_max_records"] = store.get("commit_max_records", int,
+                                                         default=10_000, minimum=1)
+    elif commit_keys & set(store.data) - {"commit"}:
+        raise ConfigError(f"{source}: store.commit_interval_ms and store.commit_max_records "
+                          f"need store.commit: group")
     generate = inp.get("generate", int, default=0, minimum=0)
     input_path = inp.get("path", str, default=None)
     if not input_path and not generate:

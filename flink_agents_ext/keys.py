@@ -22,12 +22,22 @@ from flink_agents_ext.errors import FlinkAgentsExtError
 #: Encodings longer than this are stored as a digest (the action store indexes them).
 MAX_INLINE_KEY = 512
 
+_quote = json.JSONEncoder(ensure_ascii=False).encode  # built once; a JSON string literal
+
 
 class KeyEncodingError(FlinkAgentsExtError, ValueError):
     """A value has a type that has no stable encoding."""
 
 
 def _enc(value: Any) -> str:
+    # Fast path for the common exact types; subclasses take the checks below.
+    kind = type(value)
+    if kind is int:
+        return f"i:{value}"
+    if kind is str:
+        return "s:" + _quote(value)
+    if kind is tuple:
+        return "t[" + ",".join([_enc(v) for v in value]) + "]"
     # bool before int: True is an int in Python.
     if value is None:
         return "n"
@@ -40,7 +50,7 @@ def _enc(value: Any) -> str:
             raise KeyEncodingError("NaN has no stable identity and cannot be encoded")
         return f"f:{value!r}"
     if isinstance(value, str):
-        return "s:" + json.dumps(value, ensure_ascii=False)
+        return "s:" + _quote(value)
     if isinstance(value, (bytes, bytearray)):
         return "x:" + bytes(value).hex()
     if isinstance(value, Row):
@@ -82,5 +92,11 @@ def encode_key(key: Any) -> str:
 
 
 def digest(value: Any) -> str:
-    """A stable digest of a value (used for durable-call arguments)."""
+    """A stable digest of a value."""
     return hashlib.sha256(_enc(value).encode("utf-8")).hexdigest()[:32]
+
+
+def digest_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    """A stable digest of a durable call's arguments (positional and keyword)."""
+    text = _enc(args) if not kwargs else _enc(args) + ";" + _enc(kwargs)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]

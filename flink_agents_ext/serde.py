@@ -30,6 +30,11 @@ class Serializer(Protocol):
         ...
 
 
+# Built once: ``json.dumps`` with non-default options builds a new encoder on every call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_DECODER = json.JSONDecoder()
+
+
 class JsonSerializer:
     """JSON: ``None``, bools, numbers, strings, lists and string-keyed dicts.
 
@@ -38,8 +43,7 @@ class JsonSerializer:
 
     def dumps(self, value: Any) -> bytes:
         try:
-            return json.dumps(value, ensure_ascii=False, allow_nan=False,
-                              separators=(",", ":")).encode("utf-8")
+            return _ENCODER.encode(value).encode("utf-8")
         except (TypeError, ValueError) as exc:
             raise SerializationError(
                 f"cannot record a value of type {type(value).__name__} as JSON: {exc}. "
@@ -48,6 +52,7 @@ class JsonSerializer:
 
     def loads(self, data: bytes) -> Any:
         try:
-            return json.loads(bytes(data).decode("utf-8"))
+            return _DECODER.decode((data if isinstance(data, bytes) else bytes(data))
+                                   .decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise SerializationError(f"corrupt JSON record: {exc}") from exc

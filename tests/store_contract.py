@@ -238,6 +238,21 @@ class StoreContract:
         assert [type(c.status) for c in got] == [CallStatus] * 4
         assert got[2].result is None and got[3].result == b""
 
+    def test_put_many_writes_calls_and_actions_in_order(self, store: ActionStateStore,
+                                                        ns: str) -> None:
+        first, second = rid(ns, seq=1), rid(ns, seq=2)
+        store.put_many([action_record(first, "old"), action_record(first, "new"),
+                        action_record(second)],
+                       [call_record(first, 0, tag="old"), call_record(first, 0, tag="new"),
+                        call_record(first, 1), call_record(second, 0, CallStatus.PENDING)])
+        store.put_many([], [])
+        assert store.get_action(first) == action_record(first, "new")
+        assert store.get_action(second) == action_record(second)
+        assert store.get_calls(first) == [call_record(first, 0, tag="new"),
+                                          call_record(first, 1)]
+        assert store.get_calls(second) == [call_record(second, 0, CallStatus.PENDING)]
+        assert store.size(ns) == 5
+
     def test_get_calls_of_unknown_execution_is_empty(self, store: ActionStateStore,
                                                      ns: str) -> None:
         assert store.get_calls(rid(ns)) == []
@@ -484,3 +499,35 @@ class StoreContract:
             assert second.take_prune_marks(ns, 4) == {"k": 1}
         finally:
             second.close()
+
+
+class GroupCommitContract(StoreContract):
+    """The contract for a store wrapped in group commit: every read flushes first; what
+    differs is when puts become visible to other store objects, and that a completed
+    action's buffered journal is dropped. ``store_factory`` must open a
+    ``GroupCommitStore`` with a long interval."""
+
+    def test_put_is_visible_to_another_store_object_at_once(
+            self, opened: Callable[[], ActionStateStore], ns: str) -> None:
+        # Group commit: visible to another store object once flushed, not before.
+        writer, reader = opened(), opened()
+        record_id = rid(ns)
+        writer.put_call(call_record(record_id, 0))
+        writer.put_action(action_record(record_id, completed=False))
+        assert reader.get_action(record_id) is None
+        writer.flush()
+        assert reader.get_action(record_id) == action_record(record_id, completed=False)
+        assert reader.get_calls(record_id) == [call_record(record_id, 0)]
+
+    def test_put_many_writes_calls_and_actions_in_order(self, store: ActionStateStore,
+                                                        ns: str) -> None:
+        # As the contract, except that a completed action's buffered journal is dropped.
+        first, second = rid(ns, seq=1), rid(ns, seq=2)
+        store.put_many([action_record(first, "old", completed=False),
+                        action_record(first, "new", completed=False), action_record(second)],
+                       [call_record(first, 0, tag="old"), call_record(first, 0, tag="new"),
+                        call_record(first, 1)])
+        assert store.get_action(first) == action_record(first, "new", completed=False)
+        assert store.get_calls(first) == [call_record(first, 0, tag="new"),
+                                          call_record(first, 1)]
+        assert store.size(ns) == 4

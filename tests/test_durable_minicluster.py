@@ -73,6 +73,26 @@ def test_failover_runs_every_durable_call_once_and_outputs_match(tmp_path, mode)
 
 
 @pytest.mark.timeout(600)
+def test_failover_with_group_commit_runs_every_durable_call_once(tmp_path):
+    # Group commit buffers records; the failed task's close writes them, so the replay
+    # still finds every call that ran (only a process killed outright would lose some).
+    n, out = 1500, tmp_path / "group"
+    store = {"backend": "sqlite", "path": str(out / "actions.db"), "commit": "group",
+             "commit_interval_ms": 200}
+    run_module("tests.jobs.durable_probe",
+               ["--out", str(out), "--store", json.dumps(store), "--mode", "thread",
+                "--n", str(n), "--fail-at", str(n // 2)])
+    assert (out / "failed-once").exists(), "the failure was not injected"
+    calls = ledger(out)
+    assert sum(calls.values()) == 2 * n
+    assert max(calls.values()) == 1, [k for k, v in calls.items() if v > 1][:5]
+    assert len(sink_lines(out)) == n
+    size, boundary = store_state(out / "actions.db")
+    assert size == 0
+    assert boundary is not None and boundary > 0
+
+
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("mode", MODES)
 def test_rescale_through_savepoint_finds_every_record(tmp_path, mode):
     n, out, db = 2400, tmp_path / "run", tmp_path / "run" / "actions.db"

@@ -33,12 +33,14 @@ from flink_agents_ext.store import (
     ActionRecord,
     CallRecord,
     CallStatus,
+    GroupCommitStore,
     StoreConfigError,
     StoreError,
     open_store,
 )
 from flink_agents_ext.store.postgres import SCHEMA_VERSION, TABLES, PostgresStore
 from tests.store_contract import (
+    GroupCommitContract,
     StoreContract,
     StoreFactory,
     action_record,
@@ -216,6 +218,14 @@ class TestPostgresStoreContract(StoreContract):
     @pytest.fixture
     def store_factory(self, pg: PgServer) -> StoreFactory:
         return lambda: pg.store()
+
+
+class TestPostgresGroupCommitContract(GroupCommitContract):
+    """The contract through group commit (``put_many`` pipelined in one transaction)."""
+
+    @pytest.fixture
+    def store_factory(self, pg: PgServer) -> StoreFactory:
+        return lambda: GroupCommitStore(pg.store(), interval_ms=60_000)
 
 
 # -- configuration ---------------------------------------------------------------------------

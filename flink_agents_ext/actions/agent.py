@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, Optional
 
 from flink_agents_ext.errors import FlinkAgentsExtError
 
@@ -22,8 +23,7 @@ class AgentDefinitionError(FlinkAgentsExtError, ValueError):
     """An agent is declared wrongly (duplicate action name, bad event type...)."""
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(NamedTuple):
     """An event inside a run: the input (type :data:`INPUT`) or one an action sent."""
 
     type: str
@@ -37,6 +37,8 @@ class Action:
     name: str
     on: tuple[str, ...]
     fn: ActionFn
+    #: ``async def``: awaited on the shared event loop.
+    is_async: bool = False
 
 
 class Agent:
@@ -87,7 +89,7 @@ class Agent:
         events = (on,) if isinstance(on, str) else tuple(on)
         if not events or not all(isinstance(e, str) and e for e in events):
             raise AgentDefinitionError(f"action {action_name!r}: 'on' must name event types")
-        action = Action(action_name, events, fn)
+        action = Action(action_name, events, fn, inspect.iscoroutinefunction(fn))
         self._actions[action_name] = action
         for event_type in events:
             self._by_event.setdefault(event_type, []).append(action)

@@ -7,7 +7,7 @@ import logging
 from typing import Any, Awaitable, Callable, Iterator, Optional, TypeVar
 
 from flink_agents_ext.errors import FlinkAgentsExtError
-from flink_agents_ext.keys import KeyEncodingError, digest
+from flink_agents_ext.keys import KeyEncodingError, digest_call
 from flink_agents_ext.serde import SerializationError, Serializer
 from flink_agents_ext.store.base import ActionStateStore, CallRecord, CallStatus, RecordId
 
@@ -97,10 +97,15 @@ class Memory:
     completes, and recorded with it so a replay re-applies them. Values must be
     serialisable by the configured serializer (JSON by default)."""
 
-    def __init__(self, base: dict[str, Any]) -> None:
-        self._base = base
+    def __init__(self, base: dict[str, Any] | Callable[[], dict[str, Any]]) -> None:
+        # The key's memory is read (from Flink state) only when the action first uses it.
+        self._load = base if callable(base) else (lambda: base)
         self._set: dict[str, Any] = {}
         self._unset: set[str] = set()
+
+    @property
+    def _base(self) -> dict[str, Any]:
+        return self._load()
 
     def get(self, name: str, default: Any = None) -> Any:
         """Return the value of ``name``, or ``default``."""
@@ -143,7 +148,8 @@ class Memory:
 
     def updates(self) -> dict[str, Any]:
         """The updates made through this view: ``{"set": {...}, "unset": [...]}``."""
-        return {"set": dict(self._set), "unset": sorted(self._unset)}
+        return {"set": dict(self._set) if self._set else {},
+                "unset": sorted(self._unset) if self._unset else []}
 
 
 def apply_memory_updates(memory: dict[str, Any], updates: dict[str, Any]) -> bool:
@@ -278,7 +284,7 @@ class ActionContext:
         """Match the next journal position: a hit to replay, or a call to (re)run."""
         name = function_identity(fn)
         try:
-            arg_digest = digest({"args": list(args), "kwargs": kwargs})
+            arg_digest = digest_call(args, kwargs)
         except KeyEncodingError as exc:
             raise SerializationError(
                 f"arguments of durable call {name} cannot be digested: {exc}") from exc

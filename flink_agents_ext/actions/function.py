@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from concurrent.futures import Future
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 
@@ -36,18 +37,29 @@ END_OF_INPUT = 2**63 - 1
 
 StoreSpec = Union[Mapping[str, Any], Callable[[], ActionStateStore]]
 ON_ACTION_ERROR = ("dead_letter", "fail")
-#: Counter names, as metrics (in group ``flink_agents_ext``) and in :meth:`stats`.
+#: Counter names in :meth:`DurableAgentFunction.stats`.
 STAT_NAMES = ("runs", "actions_run", "actions_replayed", "durable_calls_run",
               "durable_calls_replayed", "records_pruned", "dead_letters")
+#: The counters also published as Flink metrics (group ``flink_agents_ext``).
+METRIC_COUNTERS = ("actions_run", "actions_replayed", "durable_calls_replayed",
+                   "records_pruned", "dead_letters")
+#: Most seconds between two publications of the counters to Flink's metrics.
+METRICS_INTERVAL_S = 1.0
 
 
 class DurableAgentFunction(CheckpointedKeyedProcessFunction):
     """Runs an :class:`Agent`'s actions per key, durably, with checkpoint-safe pruning.
 
-    Per key it keeps, in Flink keyed state: ``next_seq`` (runs started; an input's run gets
-    the current value, 0 for the key's first input), ``last_completed_seq`` (written when
-    the key's run finished) and the key's memory. Every action's effects and every durable
-    call are recorded in the action state store before they take effect; after a failover
+    Per key it keeps, in Flink keyed state: ``next_seq`` (the sequence of the key's next
+    run; 0 for its first input), the key's memory and, with ``max_in_flight > 0``,
+    ``last_completed_seq``. Inline (``max_in_flight=0``) a run executes within one
+    ``process_element`` and ``next_seq`` is advanced when it finished, so the last
+    completed sequence is ``next_seq - 1``; concurrent runs advance ``next_seq`` when they
+    start and write ``last_completed_seq`` when they finish.
+
+    Every action's effects and every durable call are recorded in the action state store
+    before they take effect (committed at once, or in batches with the store setting
+    ``commit: group``, see :mod:`flink_agents_ext.store.group_commit`); after a failover
     the replayed inputs get the same sequence numbers, and completed actions are replayed
     from the store instead of running again. Records are pruned only for completed runs
     covered by a completed checkpoint (see :mod:`flink_agents_ext.pruning`).
@@ -144,14 +156,12 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
         self._recorded = self.store.recorded_runs(self.namespace)
         self._completions = 0
         group = runtime_context.get_metrics_group().add_group("flink_agents_ext")
-        self.m_actions_run = group.counter("actions_run")
-        self.m_actions_replayed = group.counter("actions_replayed")
-        self.m_calls_replayed = group.counter("durable_calls_replayed")
-        self.m_records_pruned = group.counter("records_pruned")
-        self.m_dead_letters = group.counter("dead_letters")
+        self._counters = {name: group.counter(name) for name in METRIC_COUNTERS}
         group.gauge("store_records", lambda: self._store_records)
         group.gauge("runs_in_flight", lambda: len(self._runs))
         self._stats = dict.fromkeys(STAT_NAMES, 0)
+        self._published = dict.fromkeys(STAT_NAMES, 0)
+        self._metrics_due = time.monotonic() + METRICS_INTERVAL_S
 
     def stats(self) -> dict[str, int]:
         """This instance's counters since ``open`` (the metrics' values), and the store's
@@ -159,7 +169,9 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
         return {**self._stats, "store_records": self._store_records}
 
     def close(self) -> None:
-        """Stop the executor and close the store."""
+        """Stop the executor, publish the last counts and close the store."""
+        if hasattr(self, "_counters"):
+            self._publish_metrics()
         executor = getattr(self, "_executor", None)
         if executor is not None:
             executor.shutdown(self.close_timeout_s)
@@ -183,16 +195,19 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
             return
         if self._executor is None:
             seq = self.next_seq.value() or 0
-            self.next_seq.update(seq + 1)
             failure: Optional[ActionFailed] = None
             try:
+                # The memory is read from keyed state only if an action uses it.
                 result = execute_run(self.agent, self.store, self.serializer, self.namespace,
-                                     key, key_enc, seq, value, self._memory(),
+                                     key, key_enc, seq, value, self._memory,
                                      self.max_actions_per_run, self._maybe_recorded(key_enc, seq))
             except ActionFailed as exc:
                 if self.on_action_error == "fail":
                     raise
                 failure, result = exc, exc.result
+            # Completed (a dead-lettered run too). A run that raised fails the task and is
+            # not counted: the snapshot's last completed sequence is next_seq - 1.
+            self.next_seq.update(seq + 1)
             yield from self._finish(key, seq, value, result, failure)
             return
         self.pending.add(value)
@@ -219,7 +234,8 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
         if result.memory_changed:
             self.memory_state.update(json.dumps(result.memory, sort_keys=True))
         # The run is finished (a dead-lettered run too): only now is it completed.
-        self.last_completed_seq.update(seq)
+        if self._executor is not None:
+            self.last_completed_seq.update(seq)
         yield from result.outputs
         if failure is not None:
             yield self._dead_letter(key, seq, value, failure.action, failure.reason)
@@ -290,9 +306,6 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
                 return
 
     def _account(self, result: RunResult) -> None:
-        self.m_actions_run.inc(result.actions_run)
-        self.m_actions_replayed.inc(result.actions_replayed)
-        self.m_calls_replayed.inc(result.calls.replayed)
         self._store_records += result.actions_run + result.calls.executed
         stats = self._stats
         stats["runs"] += 1
@@ -300,11 +313,25 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
         stats["actions_replayed"] += result.actions_replayed
         stats["durable_calls_run"] += result.calls.executed
         stats["durable_calls_replayed"] += result.calls.replayed
+        if time.monotonic() >= self._metrics_due:
+            self._publish_metrics()
+
+    def _publish_metrics(self) -> None:
+        """Add the counts since the last call to the Flink counters. Each increment is a
+        call into Java in thread mode (~15 us), so counters are published at most every
+        :data:`METRICS_INTERVAL_S`, at snapshots and on close, not per record."""
+        stats, published = self._stats, self._published
+        for name, counter in self._counters.items():
+            delta = stats[name] - published[name]
+            if delta:
+                counter.inc(delta)
+                published[name] = stats[name]
+        self._metrics_due = time.monotonic() + METRICS_INTERVAL_S
 
     def _dead_letter(self, key: Any, seq: Optional[int], value: Any, action: Optional[str],
                      reason: str) -> tuple[OutputTag, str]:
-        self.m_dead_letters.inc()
         self._stats["dead_letters"] += 1
+        self._publish_metrics()  # rare: at once
         _log.warning("dead letter (key %r, run %s, action %s): %s", key, seq, action, reason)
         record = {"namespace": self.namespace, "key": _jsonable(key), "seq": seq,
                   "action": action, "reason": reason, "input": _jsonable(value)}
@@ -312,10 +339,18 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
 
     # -- checkpoints ---------------------------------------------------------------------
     def snapshot_state(self, context: SnapshotContext) -> Any:
-        """Capture the last completed sequence of the keys changed since the last snapshot."""
+        """Capture the last completed sequence of the keys changed since the last snapshot
+        (after writing what a group-committing store still buffers)."""
+        self.store.flush()
+        self._publish_metrics()
         changed: dict[str, int] = {}
+        inline = self._executor is None
         for key in context.changed_keys():
-            seq = self.last_completed_seq.value()
+            if inline:
+                started = self.next_seq.value()
+                seq = None if not started else started - 1
+            else:
+                seq = self.last_completed_seq.value()
             if seq is not None:
                 changed[encode_key(key)] = seq
         return self.policy.snapshot_payload(changed)
@@ -335,8 +370,8 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
         self._pruned(self.policy.on_restore(checkpoint_id, payloads))
 
     def _pruned(self, count: int) -> None:
-        self.m_records_pruned.inc(count)
         self._stats["records_pruned"] += count
+        self._publish_metrics()  # once per checkpoint
         self._completions += 1
         if self._completions % 100 == 0:
             self._store_records = self.store.size(self.namespace)

@@ -7,13 +7,12 @@ Pure logic over an :class:`ActionStateStore`: no Flink. The Flink function
 
 from __future__ import annotations
 
-import inspect
 import logging
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Optional
 
-from flink_agents_ext.actions.agent import INPUT, Agent, Event
+from flink_agents_ext.actions.agent import INPUT, Action, Agent, Event
 from flink_agents_ext.actions.context import (
     ActionContext,
     CallStats,
@@ -22,7 +21,7 @@ from flink_agents_ext.actions.context import (
 )
 from flink_agents_ext.actions.executor import run_coroutine
 from flink_agents_ext.errors import FlinkAgentsExtError
-from flink_agents_ext.serde import SerializationError, Serializer
+from flink_agents_ext.serde import JsonSerializer, SerializationError, Serializer
 from flink_agents_ext.store.base import ActionRecord, ActionStateStore, RecordId
 
 _log = logging.getLogger(__name__)
@@ -67,7 +66,8 @@ class RunResult:
 
 
 def execute_run(agent: Agent, store: ActionStateStore, serializer: Serializer, namespace: str,
-                key: Any, key_enc: str, seq: int, value: Any, memory: dict[str, Any],
+                key: Any, key_enc: str, seq: int, value: Any,
+                memory: dict[str, Any] | Callable[[], dict[str, Any]],
                 max_actions: int = DEFAULT_MAX_ACTIONS_PER_RUN,
                 maybe_recorded: bool = True) -> RunResult:
     """Run (or replay) run ``seq`` of ``key`` for input ``value``.
@@ -77,7 +77,8 @@ def execute_run(agent: Agent, store: ActionStateStore, serializer: Serializer, n
     is recorded as completed before its effects are applied.
 
     Args:
-        memory: the key's memory before the run (not modified; see ``RunResult.memory``).
+        memory: the key's memory before the run (not modified; see ``RunResult.memory``),
+            or a function returning it, called only if an action uses the memory.
         maybe_recorded: ``False`` when the caller knows the store has no record of this run
             (see :meth:`ActionStateStore.recorded_runs`): the store is then not read.
 
@@ -85,10 +86,11 @@ def execute_run(agent: Agent, store: ActionStateStore, serializer: Serializer, n
         ActionFailed: an action raised, or its effects could not be recorded, or an event
             had no action, or the run exceeded ``max_actions``.
     """
-    result = RunResult(seq=seq, memory=dict(memory))
+    result = RunResult(seq=seq)
+    run_memory = _RunMemory(memory)
     recorded = ({(r.id.action, r.id.occurrence): r
                  for r in store.get_run(namespace, key_enc, seq)} if maybe_recorded else {})
-    occurrences: Counter[str] = Counter()
+    occurrences: dict[str, int] = {}
     queue: deque[Event] = deque([Event(INPUT, value)])
     executed = 0
     while queue:
@@ -101,8 +103,8 @@ def execute_run(agent: Agent, store: ActionStateStore, serializer: Serializer, n
             if executed > max_actions:
                 raise ActionFailed(action.name, f"run exceeded {max_actions} actions "
                                    f"(an event loop between actions?)", result)
-            occurrence = occurrences[action.name]
-            occurrences[action.name] += 1
+            occurrence = occurrences.get(action.name, 0)
+            occurrences[action.name] = occurrence + 1
             record_id = RecordId(namespace, key_enc, seq, action.name, occurrence)
             record = recorded.get((action.name, occurrence))
             if record is not None and record.completed:
@@ -112,47 +114,101 @@ def execute_run(agent: Agent, store: ActionStateStore, serializer: Serializer, n
                 result.actions_replayed += 1
             else:
                 outputs, events, updates = _run_action(
-                    action.name, action.fn, event, key, record_id, result, store, serializer,
+                    action, event, key, record_id, result, run_memory, store, serializer,
                     maybe_recorded)
                 result.actions_run += 1
             result.outputs.extend(outputs)
-            queue.extend(Event(t, p) for t, p in events)
-            if apply_memory_updates(result.memory, updates):
+            if events:
+                queue.extend(Event(t, p) for t, p in events)
+            if (updates.get("set") or updates.get("unset")) and \
+                    apply_memory_updates(run_memory.get(), updates):
                 result.memory_changed = True
+    if run_memory.loaded:
+        result.memory = run_memory.get()
     return result
 
 
-def _run_action(name: str, fn: Any, event: Event, key: Any, record_id: RecordId,
-                result: RunResult, store: ActionStateStore, serializer: Serializer,
-                maybe_recorded: bool) -> tuple[list[Any], list[tuple[str, Any]], dict]:
+class _RunMemory:
+    """The key's memory during a run, read from its source when first needed."""
+
+    __slots__ = ("_data", "_source")
+
+    def __init__(self, source: dict[str, Any] | Callable[[], dict[str, Any]]) -> None:
+        self._source = source
+        self._data: Optional[dict[str, Any]] = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._data is not None
+
+    def get(self) -> dict[str, Any]:
+        if self._data is None:
+            source = self._source
+            self._data = dict(source() if callable(source) else source)
+        return self._data
+
+
+_EMPTY_FORMS: dict[int, tuple[Serializer, bytes, bytes]] = {}
+
+
+def _empty_forms(serializer: Serializer) -> tuple[bytes, bytes]:
+    """``serializer``'s form of "no events" and "no memory updates", computed once."""
+    entry = _EMPTY_FORMS.get(id(serializer))
+    if entry is None or entry[0] is not serializer:
+        if len(_EMPTY_FORMS) > 64:
+            _EMPTY_FORMS.clear()
+        entry = (serializer, serializer.dumps([]), serializer.dumps({"set": {}, "unset": []}))
+        _EMPTY_FORMS[id(serializer)] = entry
+    return entry[1], entry[2]
+
+
+#: Values the JSON serializer round-trips unchanged: their recorded form need not be read
+#: back before they are emitted.
+_JSON_EXACT = frozenset({str, int, float, bool, type(None)})
+
+
+def _run_action(action: Action, event: Event, key: Any, record_id: RecordId,
+                result: RunResult, run_memory: _RunMemory, store: ActionStateStore,
+                serializer: Serializer, maybe_recorded: bool
+                ) -> tuple[list[Any], list[tuple[str, Any]], dict]:
+    name = action.name
     journal = store.get_calls(record_id) if maybe_recorded else []
-    view = Memory(result.memory)
+    view = Memory(run_memory.get)
     ctx = ActionContext(key, record_id, event.type, view, store, serializer, journal,
                         result.calls)
     try:
-        if inspect.iscoroutinefunction(fn):
-            run_coroutine(fn(event.payload, ctx))
+        if action.is_async:
+            run_coroutine(action.fn(event.payload, ctx))
         else:
-            fn(event.payload, ctx)
+            action.fn(event.payload, ctx)
     except RetryableActionError:
         raise
     except Exception as exc:
         raise ActionFailed(name, f"{type(exc).__name__}: {exc}", result) from exc
     updates = view.updates()
-    events = [[t, p] for t, p in ctx.events]
+    sent = ctx.events
+    no_updates = not updates["set"] and not updates["unset"]
     try:
+        empty_list, empty_updates = _empty_forms(serializer)
         record = ActionRecord(
             record_id,
-            event=serializer.dumps(event.payload),
-            outputs=serializer.dumps(ctx.outputs),
-            events=serializer.dumps(events),
-            memory_updates=serializer.dumps(updates),
-            completed=True,
+            serializer.dumps(event.payload),
+            serializer.dumps(ctx.outputs),
+            serializer.dumps([[t, p] for t, p in sent]) if sent else empty_list,
+            empty_updates if no_updates else serializer.dumps(updates),
+            True,
         )
     except SerializationError as exc:
         raise ActionFailed(name, f"cannot record the action's effects: {exc}", result) from exc
     store.put_action(record)
-    # Apply what was recorded, exactly as a replay would (e.g. tuples become lists).
-    return (serializer.loads(record.outputs),
-            [(t, p) for t, p in serializer.loads(record.events)],
-            serializer.loads(record.memory_updates))
+    # Apply what was recorded, exactly as a replay would (e.g. tuples become lists); what
+    # the recording cannot have changed is not read back.
+    json_exact = type(serializer) is JsonSerializer
+    if json_exact and all(type(o) in _JSON_EXACT for o in ctx.outputs):
+        outputs = ctx.outputs
+    else:
+        outputs = serializer.loads(record.outputs)
+    events = [(t, p) for t, p in serializer.loads(record.events)] if sent else []
+    if no_updates:
+        return outputs, events, updates
+    return outputs, events, serializer.loads(record.memory_updates)

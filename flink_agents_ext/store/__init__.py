@@ -7,6 +7,8 @@ Public names: the interface (:class:`ActionStateStore`, :class:`ActionRecord`,
 :func:`open_store`, which opens a backend from a configuration mapping such as
 ``{"backend": "sqlite", "path": "/var/lib/job/actions.db"}`` or ``{"backend": "postgres",
 "host": "db", "port": 5432, "dbname": "flink", "user": "flink", "password_env": "PGPASS"}``.
+Every backend also takes the settings of :data:`COMMIT_SETTINGS` (``"commit": "group"``
+wraps it in a :class:`GroupCommitStore`).
 """
 
 from __future__ import annotations
@@ -24,14 +26,18 @@ from flink_agents_ext.store.base import (
     StoreConfigError,
     StoreError,
 )
+from flink_agents_ext.store.group_commit import COMMIT_MODES, GroupCommitStore
 from flink_agents_ext.store.sqlite import SQLiteStore
 
 __all__ = [
     "BACKENDS",
+    "COMMIT_MODES",
+    "COMMIT_SETTINGS",
     "ActionRecord",
     "ActionStateStore",
     "CallRecord",
     "CallStatus",
+    "GroupCommitStore",
     "RecordId",
     "SQLiteStore",
     "StoreConfigError",
@@ -92,6 +98,17 @@ BACKENDS: dict[str, Backend] = {
 }
 
 
+#: Settings every backend takes: ``commit`` (``"each"``, the default: every put is
+#: committed before it returns; ``"group"``: puts are committed in batches, see
+#: :mod:`flink_agents_ext.store.group_commit`), and for group commit ``commit_interval_ms``
+#: (default 50) and ``commit_max_records`` (default 10,000).
+COMMIT_SETTINGS: tuple[Setting, ...] = (
+    Setting("commit", str),
+    Setting("commit_interval_ms", int),
+    Setting("commit_max_records", int),
+)
+
+
 def _check_value(backend: str, setting: Setting, value: Any) -> None:
     if setting.type is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -132,7 +149,7 @@ def open_store(config: Mapping[str, Any]) -> ActionStateStore:
         raise StoreConfigError(
             f"store setting 'backend' must be one of {list(BACKENDS)}, got {name!r}")
     backend = BACKENDS[name]
-    known = {s.name: s for s in backend.settings}
+    known = {s.name: s for s in (*backend.settings, *COMMIT_SETTINGS)}
     unknown = sorted(str(k) for k in config if k != "backend" and k not in known)
     if unknown:
         raise StoreConfigError(
@@ -155,5 +172,31 @@ def open_store(config: Mapping[str, Any]) -> ActionStateStore:
         raise StoreConfigError(
             f"store backend {name!r} is not available ({backend.module}: {exc}); "
             f"is its optional dependency installed?") from exc
+    commit = _commit_settings(name, config)
     store: ActionStateStore = getattr(module, backend.class_name)(**kwargs)
-    return store
+    if commit is None:
+        return store
+    try:
+        return GroupCommitStore(store, **commit)
+    except BaseException:
+        store.close()
+        raise
+
+
+def _commit_settings(backend: str, config: Mapping[str, Any]) -> dict[str, int] | None:
+    """The group-commit arguments, or ``None`` for ``commit: each``."""
+    for setting in COMMIT_SETTINGS:
+        if config.get(setting.name) is not None:
+            _check_value(backend, setting, config[setting.name])
+    mode = config.get("commit") or "each"
+    if mode not in COMMIT_MODES:
+        raise StoreConfigError(
+            f"store setting 'commit' must be one of {list(COMMIT_MODES)}, got {mode!r}")
+    names = {"commit_interval_ms": "interval_ms", "commit_max_records": "max_records"}
+    given = [key for key in names if config.get(key) is not None]
+    if mode == "each":
+        if given:
+            raise StoreConfigError(
+                f"store setting(s) {', '.join(map(repr, given))} need commit: group")
+        return None
+    return {names[key]: config[key] for key in given}

@@ -19,15 +19,17 @@ serializer; stores never interpret them.
 
 Implementations must be safe to call from several threads (one store object per subtask,
 possibly shared by an executor's worker threads) and must make every ``put_*`` durable
-before returning.
+before returning. Group commit (:mod:`flink_agents_ext.store.group_commit`) is a wrapper that
+relaxes exactly this, by configuration: its puts are made durable in batches.
+
+The record types are named tuples: immutable, and cheap to build (one or more per action).
 """
 
 from __future__ import annotations
 
 import enum
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
-from typing import Mapping, Optional, TypeVar
+from typing import Mapping, NamedTuple, Optional, Sequence, TypeVar
 
 from flink_agents_ext.errors import FlinkAgentsExtError
 
@@ -42,8 +44,7 @@ class StoreConfigError(StoreError):
     """The store configuration is invalid (unknown backend, missing setting...)."""
 
 
-@dataclass(frozen=True)
-class RecordId:
+class RecordId(NamedTuple):
     """Identity of one action execution."""
 
     namespace: str
@@ -53,8 +54,7 @@ class RecordId:
     occurrence: int
 
 
-@dataclass(frozen=True)
-class ActionRecord:
+class ActionRecord(NamedTuple):
     """The recorded result of one action execution.
 
     Attributes:
@@ -82,8 +82,7 @@ class CallStatus(str, enum.Enum):
     ERROR = "error"  #: the call raised; ``error_type``/``error_message`` describe it
 
 
-@dataclass(frozen=True)
-class CallRecord:
+class CallRecord(NamedTuple):
     """One entry of an action's durable-call journal.
 
     Attributes:
@@ -134,6 +133,18 @@ class ActionStateStore(ABC):
     @abstractmethod
     def put_call(self, call: CallRecord) -> None:
         """Insert or replace the journal entry (``call.id``, ``call.position``)."""
+
+    def put_many(self, actions: Sequence[ActionRecord], calls: Sequence[CallRecord]) -> None:
+        """Insert or replace several records, in order, as one durable unit where the
+        backend can (one transaction). The default puts them one by one."""
+        for call in calls:
+            self.put_call(call)
+        for record in actions:
+            self.put_action(record)
+
+    def flush(self) -> None:  # noqa: B027 - deliberately a no-op by default
+        """Make every put so far durable. A no-op for stores whose puts are durable on
+        return (all backends); group commit writes its batch."""
 
     @abstractmethod
     def get_calls(self, record_id: RecordId) -> list[CallRecord]:

@@ -53,7 +53,7 @@ import os
 import random
 import threading
 import time
-from typing import Any, Callable, Mapping, Optional, TypeVar
+from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -279,6 +279,22 @@ def _blob(value: object, field: str) -> bytes:
 def _id_params(record_id: RecordId) -> tuple[str, str, int, str, int]:
     return (record_id.namespace, record_id.key, record_id.seq, record_id.action,
             record_id.occurrence)
+
+
+def _action_params(record: ActionRecord) -> tuple[Any, ...]:
+    return (*record.id, _blob(record.event, "event"), _blob(record.outputs, "outputs"),
+            _blob(record.events, "events"), _blob(record.memory_updates, "memory_updates"),
+            bool(record.completed))
+
+
+def _call_params(call: CallRecord) -> tuple[Any, ...]:
+    """PostgreSQL text cannot hold NUL characters: any in ``error_message`` become U+FFFD."""
+    result = None if call.result is None else _blob(call.result, "result")
+    message = call.error_message
+    if message is not None and "\x00" in message:
+        message = message.replace("\x00", "\ufffd")
+    return (*call.id, call.position, call.function, call.digest,
+            CallStatus(call.status).value, result, call.error_type, message)
 
 
 def _is_int(value: object) -> bool:
@@ -552,9 +568,7 @@ class PostgresStore(ActionStateStore):
     # -- action records ------------------------------------------------------------------
     def put_action(self, record: ActionRecord) -> None:
         """Insert or replace the action record ``record.id``, committed before returning."""
-        params = (*_id_params(record.id), _blob(record.event, "event"),
-                  _blob(record.outputs, "outputs"), _blob(record.events, "events"),
-                  _blob(record.memory_updates, "memory_updates"), bool(record.completed))
+        params = _action_params(record)
         query = self._sql["put_action"]
         self._run("put_action", lambda conn: conn.execute(query, params))
 
@@ -578,14 +592,27 @@ class PostgresStore(ActionStateStore):
         """Insert or replace the journal entry (``call.id``, ``call.position``), committed
         before returning. PostgreSQL text cannot hold NUL characters: any in
         ``error_message`` are stored as U+FFFD."""
-        result = None if call.result is None else _blob(call.result, "result")
-        message = call.error_message
-        if message is not None and "\x00" in message:
-            message = message.replace("\x00", "\ufffd")
-        params = (*_id_params(call.id), call.position, call.function, call.digest,
-                  CallStatus(call.status).value, result, call.error_type, message)
+        params = _call_params(call)
         query = self._sql["put_call"]
         self._run("put_call", lambda conn: conn.execute(query, params))
+
+    def put_many(self, actions: Sequence[ActionRecord], calls: Sequence[CallRecord]) -> None:
+        """Insert or replace the records, in order, in one committed transaction (the
+        statements are pipelined: one round trip per batch, not per record)."""
+        call_params = [_call_params(call) for call in calls]
+        action_params = [_action_params(record) for record in actions]
+        if not call_params and not action_params:
+            return
+        put_call, put_action = self._sql["put_call"], self._sql["put_action"]
+
+        def work(conn: psycopg.Connection[Any]) -> None:
+            with conn.transaction(), conn.cursor() as cur:
+                if call_params:
+                    cur.executemany(put_call, call_params)
+                if action_params:
+                    cur.executemany(put_action, action_params)
+
+        self._run("put_many", work)
 
     def get_calls(self, record_id: RecordId) -> list[CallRecord]:
         """Return the journal of one action execution, ordered by position."""

@@ -34,7 +34,7 @@ import os
 import sqlite3
 import threading
 from collections import deque
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 from flink_agents_ext.store.base import (
     ActionRecord,
@@ -179,6 +179,18 @@ def _blob(value: object, field: str) -> bytes:
 def _id_params(record_id: RecordId) -> tuple[str, str, int, str, int]:
     return (record_id.namespace, record_id.key, record_id.seq, record_id.action,
             record_id.occurrence)
+
+
+def _action_params(record: ActionRecord) -> tuple[Any, ...]:
+    return (*record.id, _blob(record.event, "event"), _blob(record.outputs, "outputs"),
+            _blob(record.events, "events"), _blob(record.memory_updates, "memory_updates"),
+            int(bool(record.completed)))
+
+
+def _call_params(call: CallRecord) -> tuple[Any, ...]:
+    result = None if call.result is None else _blob(call.result, "result")
+    return (*call.id, call.position, call.function, call.digest,
+            CallStatus(call.status).value, result, call.error_type, call.error_message)
 
 
 class SQLiteStore(ActionStateStore):
@@ -357,9 +369,7 @@ class SQLiteStore(ActionStateStore):
     # -- action records ------------------------------------------------------------------
     def put_action(self, record: ActionRecord) -> None:
         """Insert or replace the action record ``record.id``, committed before returning."""
-        params = (*_id_params(record.id), _blob(record.event, "event"),
-                  _blob(record.outputs, "outputs"), _blob(record.events, "events"),
-                  _blob(record.memory_updates, "memory_updates"), int(bool(record.completed)))
+        params = _action_params(record)
         with self._use("put_action") as conn:
             conn.execute(_PUT_ACTION, params)
 
@@ -380,11 +390,19 @@ class SQLiteStore(ActionStateStore):
     def put_call(self, call: CallRecord) -> None:
         """Insert or replace the journal entry (``call.id``, ``call.position``), committed
         before returning."""
-        result = None if call.result is None else _blob(call.result, "result")
-        params = (*_id_params(call.id), call.position, call.function, call.digest,
-                  CallStatus(call.status).value, result, call.error_type, call.error_message)
+        params = _call_params(call)
         with self._use("put_call") as conn:
             conn.execute(_PUT_CALL, params)
+
+    def put_many(self, actions: Sequence[ActionRecord], calls: Sequence[CallRecord]) -> None:
+        """Insert or replace the records, in order, in one committed transaction."""
+        call_params = [_call_params(call) for call in calls]
+        action_params = [_action_params(record) for record in actions]
+        if not call_params and not action_params:
+            return
+        with self._use("put_many") as conn, self._transaction(conn):
+            conn.executemany(_PUT_CALL, call_params)
+            conn.executemany(_PUT_ACTION, action_params)
 
     def get_calls(self, record_id: RecordId) -> list[CallRecord]:
         """Return the journal of one action execution, ordered by position."""
