@@ -1,6 +1,12 @@
 """Benchmark: records/s of the durable function (SQLite store, thread mode) divided by
 records/s of the stock PyFlink keyed process function doing the same user work, with
-checkpointing on; 1,000 and 100,000 keys (goal >= 0.8)."""
+checkpointing on; 1,000 and 100,000 keys (goal >= 0.8).
+
+The durable side runs twice per case: with the store's default ``commit: each`` (every
+record committed before it is trusted) and with ``commit: group`` (records committed in
+batches; see ``flink_agents_ext/store/group_commit.py``). Each side runs ``REPEATS`` times,
+interleaved, and its best rate counts (other load on a 2-core machine only slows runs).
+"""
 
 from __future__ import annotations
 
@@ -9,27 +15,38 @@ import sys
 
 from bench.common import rate, run_job
 
-#: name -> (keys, records, user work in ms beyond the hash)
-CASES = {"1k": (1_000, 60_000, 0.0), "100k": (100_000, 200_000, 0.0),
-         "1k_1ms_work": (1_000, 4_000, 1.0)}
+#: name -> (keys, records, user work in ms beyond the hash, repeats)
+CASES = {"1k": (1_000, 60_000, 0.0, 2), "100k": (100_000, 200_000, 0.0, 2),
+         "1k_1ms_work": (1_000, 4_000, 1.0, 1)}
+SIDES = {"stock": ["--side", "stock"],
+         "each": ["--side", "durable", "--commit", "each"],
+         "group": ["--side", "durable", "--commit", "group"]}
 
 
 def main() -> dict[str, float]:
     results: dict[str, float] = {}
-    print(f"{'case':<12} {'stock rec/s':>12} {'durable rec/s':>14} {'ratio':>7}")
-    for name, (keys, n, work_ms) in CASES.items():
+    print(f"{'case':<12} {'stock rec/s':>12} {'durable rec/s':>14} {'ratio':>7} "
+          f"{'group commit rec/s':>19} {'ratio':>7}")
+    for name, (keys, n, work_ms, repeats) in CASES.items():
         common = ["--n", str(n), "--keys", str(keys), "--work-ms", str(work_ms)]
-        stock = rate(run_job("bench.durable_job", ["--side", "stock", *common]))
-        durable = rate(run_job("bench.durable_job", ["--side", "durable", *common]))
-        ratio = durable / stock
-        print(f"{name:<12} {stock:>12,.0f} {durable:>14,.0f} {ratio:>7.2f}", flush=True)
+        best = dict.fromkeys(SIDES, 0.0)
+        for _ in range(repeats):
+            for side, args in SIDES.items():
+                best[side] = max(best[side], rate(run_job("bench.durable_job",
+                                                          [*args, *common])))
+        stock, each, group = best["stock"], best["each"], best["group"]
+        print(f"{name:<12} {stock:>12,.0f} {each:>14,.0f} {each / stock:>7.2f} "
+              f"{group:>19,.0f} {group / stock:>7.2f}", flush=True)
         label = f"{name}_keys" if not work_ms else f"{name.replace('_', '_keys_', 1)}"
-        results[f"throughput_ratio_{label}"] = round(ratio, 3)
+        results[f"throughput_ratio_{label}"] = round(each / stock, 3)
+        results[f"throughput_ratio_{label}_group_commit"] = round(group / stock, 3)
         results[f"throughput_{label}_stock_rps"] = round(stock)
-        results[f"throughput_{label}_durable_rps"] = round(durable)
+        results[f"throughput_{label}_durable_rps"] = round(each)
+        results[f"throughput_{label}_group_commit_rps"] = round(group)
     print("goal: >= 0.8. The user work of the first two cases is one SHA-256 (~1 us): the")
-    print("ratio then shows the durable path's own cost per record (two committed store")
-    print("writes); with 1 ms of work per record that cost is amortised.")
+    print("ratio then shows the durable path's own cost per record; with 1 ms of work per")
+    print("record that cost is amortised. Default commit: each record committed before it")
+    print("is trusted; group commit: in batches (a killed process repeats ~50 ms of calls).")
     return results
 
 

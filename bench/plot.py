@@ -11,6 +11,8 @@ RATIOS = [
     ("bridge_overhead_ratio_process", "bridge vs stock\n(process)", 0.8, True),
     ("throughput_ratio_1k_keys", "durable vs stock\n1k keys", 0.8, True),
     ("throughput_ratio_100k_keys", "durable vs stock\n100k keys", 0.8, True),
+    ("throughput_ratio_1k_keys_group_commit", "same, group\ncommit, 1k keys", 0.8, True),
+    ("throughput_ratio_100k_keys_group_commit", "same, group\ncommit, 100k keys", 0.8, True),
     ("throughput_ratio_1k_keys_1ms_work", "durable vs stock\n1 ms work", 0.8, True),
     ("snapshot_cost_ratio_1m_vs_10k", "checkpoint cost\n1M / 10k keys", 2.0, False),
     ("baseline_snapshot_cost_ratio_1m_vs_10k", "full-scan baseline\n1M / 10k keys", 2.0, False),
@@ -28,7 +30,7 @@ def plot(results: dict[str, Any], out_dir: Path) -> Path:
 
     rows = [(label, float(results[key]), goal, higher) for key, label, goal, higher in RATIOS
             if key in results]
-    fig, ax = plt.subplots(figsize=(12, 5))
+    fig, ax = plt.subplots(figsize=(14, 5))
     xs = range(len(rows))
     colors = ["tab:gray" if label.startswith("full-scan") else
               "tab:green" if (v >= g if hi else v <= g) else "tab:red"

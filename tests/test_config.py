@@ -86,3 +86,23 @@ def test_overrides_apply_and_are_checked(tmp_path: Path) -> None:
     assert cfg.parallelism == 3
     with pytest.raises(ConfigError, match=r"job\.parallelism"):
         load_config(ROOT / "conf" / "local.yaml", {"job.parallelism": "3"})
+
+
+def test_store_commit_settings(tmp_path: Path) -> None:
+    assert load_config(ROOT / "conf" / "local.yaml").store["commit"] == "each"
+    data = base()
+    data["store"].update(commit="group", commit_interval_ms=20)
+    store = load_config(write(tmp_path, data)).store
+    assert (store["commit"], store["commit_interval_ms"], store["commit_max_records"]) == \
+        ("group", 20, 10_000)
+    data["store"]["commit"] = "never"
+    with pytest.raises(ConfigError, match=r"'store\.commit' must be one of each, group"):
+        load_config(write(tmp_path, data))
+    data = base()
+    data["store"]["commit_max_records"] = 5
+    with pytest.raises(ConfigError, match="need store.commit: group"):
+        load_config(write(tmp_path, data))
+    data = base()
+    data["store"].update(commit="group", commit_interval_ms=0)
+    with pytest.raises(ConfigError, match=r"'store\.commit_interval_ms' must be >= 1"):
+        load_config(write(tmp_path, data))

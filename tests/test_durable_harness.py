@@ -361,3 +361,15 @@ def test_memory_updates_are_reapplied_on_replay(db, fx):
     again = [h2.process_element(order(i), key="m") for i in range(3)]
     assert again == outs
     assert h2.state("fae-memory", "m") == h.state("fae-memory", "m")
+
+
+def test_counters_reach_flink_metrics_at_a_snapshot(db, fx):
+    h = KeyedFunctionHarness(function(db, fx))
+    for i in range(3):
+        h.process_element(order(i), key="k")
+    stats = h.function.stats()
+    assert stats["actions_run"] == 6 and stats["durable_calls_run"] == 6
+    h.snapshot()  # publishes (otherwise at most every METRICS_INTERVAL_S)
+    assert h.metric("actions_run") == 6
+    assert h.metric("actions_replayed") == 0
+
