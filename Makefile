@@ -43,7 +43,7 @@ demo: jar
 	$(PY) jobs/checkpoint_demo.py
 
 lint: setup
-	$(PY) -m ruff check flink_agents_ext jobs tests bench
+	$(PY) -m ruff check flink_agents_ext jobs tests bench scripts
 	$(PY) -m mypy
 
 test: jar lint

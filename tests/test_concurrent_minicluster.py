@@ -5,24 +5,29 @@ from __future__ import annotations
 import collections
 import glob
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_module
+from tests.conftest import run_module, run_with_upstream_race_retries
 
 pytestmark = pytest.mark.flink
 MODES = ["thread", "process"]
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("mode", MODES)
 def test_failover_with_runs_in_flight(tmp_path: Path, mode: str) -> None:
     n, out = 1500, tmp_path / "run"
-    run_module("tests.jobs.durable_probe",
-               ["--out", str(out), "--db", str(out / "actions.db"), "--mode", mode,
-                "--n", str(n), "--keys", "100", "--max-in-flight", "16", "--call-ms", "30",
-                "--fail-at", str(n // 2), "--interval", "200", "--delay", "0.002"])
+    args = ["--out", str(out), "--db", str(out / "actions.db"), "--mode", mode,
+            "--n", str(n), "--keys", "100", "--max-in-flight", "16", "--call-ms", "30",
+            "--fail-at", str(n // 2), "--interval", "200", "--delay", "0.002"]
+    # Process mode: retried if the job hits the PyFlink race (README, "Known issues").
+    run_with_upstream_race_retries(
+        lambda: run_module("tests.jobs.durable_probe", args,
+                           detect_upstream_race=mode == "process"),
+        lambda: shutil.rmtree(out, ignore_errors=True))
     assert (out / "failed-once").exists(), "the failure was not injected"
 
     # Checkpoints completed while runs were in flight, and pruning never touched them.

@@ -100,7 +100,7 @@ def test_store_commit_settings(tmp_path: Path) -> None:
         load_config(write(tmp_path, data))
     data = base()
     data["store"]["commit_max_records"] = 5
-    with pytest.raises(ConfigError, match="need store.commit: group"):
+    with pytest.raises(ConfigError, match=r"need store\.commit: group"):
         load_config(write(tmp_path, data))
     data = base()
     data["store"].update(commit="group", commit_interval_ms=0)

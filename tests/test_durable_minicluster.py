@@ -5,12 +5,13 @@ from __future__ import annotations
 import collections
 import glob
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from flink_agents_ext.store import SQLiteStore
-from tests.conftest import run_module
+from tests.conftest import run_module, run_with_upstream_race_retries
 
 pytestmark = pytest.mark.flink
 MODES = ["thread", "process"]
@@ -45,15 +46,20 @@ def store_state(db: Path) -> tuple[int, int | None]:
         return store.size(NS), store.get_prune_boundary(NS)
 
 
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("mode", MODES)
 def test_failover_runs_every_durable_call_once_and_outputs_match(tmp_path, mode):
     n = 1500
     clean, failed = tmp_path / "clean", tmp_path / "failed"
     for out, extra in ((clean, []), (failed, ["--fail-at", str(n // 2)])):
-        run_module("tests.jobs.durable_probe",
-                   ["--out", str(out), "--db", str(out / "actions.db"), "--mode", mode,
-                    "--n", str(n), *extra])
+        args = ["--out", str(out), "--db", str(out / "actions.db"), "--mode", mode,
+                "--n", str(n), *extra]
+        # Process mode: retried if the job hits the PyFlink race (README, "Known issues").
+        detect = mode == "process" and bool(extra)
+        run_with_upstream_race_retries(
+            lambda a=args, d=detect: run_module("tests.jobs.durable_probe", a,
+                                                detect_upstream_race=d),
+            lambda o=out: shutil.rmtree(o, ignore_errors=True))
     assert (failed / "failed-once").exists(), "the failure was not injected"
     # The side-effect ledger: every durable call ran exactly once per (key, seq, position),
     # although the failed run replayed inputs from its last checkpoint.
