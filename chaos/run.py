@@ -204,6 +204,8 @@ class Context:
     env: dict[str, str]
     pg: Optional[PgServer] = None
     reference: Optional[Outputs] = None
+    #: The store's commit mode in every run (``each``, the default, or ``group``).
+    commit: str = "each"
 
 
 def write_config(ctx: Context, plan: Plan, out: Path, store: dict[str, Any]) -> Path:
@@ -513,8 +515,8 @@ def store_for(ctx: Context, plan: Plan, out: Path) -> dict[str, Any]:
     if plan.store == "postgres":
         if ctx.pg is None:
             raise HarnessError("internal: a PostgreSQL run without a server")
-        return ctx.pg.settings()
-    return {"backend": "sqlite", "path": str(out / "actions.db")}
+        return {**ctx.pg.settings(), "commit": ctx.commit}
+    return {"backend": "sqlite", "path": str(out / "actions.db"), "commit": ctx.commit}
 
 
 def run_mini(ctx: Context, plan: Plan,
@@ -879,6 +881,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--parallelism", type=int, default=1, help="parallelism of --spec trials")
     p.add_argument("--no-cluster", action="store_true", help="skip the TaskManager kill")
     p.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL")
+    p.add_argument("--commit", choices=["each", "group"], default="each",
+                   help="the store's commit mode in every run (default each; group "
+                        "repeats the calls of about the last 50 ms when a process is "
+                        "killed outright)")
     p.add_argument("--work", default=str(ROOT / "out" / "chaos"),
                    help="directory of the runs' outputs (default out/chaos)")
     p.add_argument("--results", default=str(ROOT / "chaos-results.json"),
@@ -909,15 +915,16 @@ def main(argv: Optional[list[str]] = None) -> int:
                 old.unlink()
     started = time.monotonic()
     env = {**os.environ, "FAE_PG_PASSWORD": PG_PASSWORD}
-    ctx = Context(work=work, tickets=tickets, input_file=work / "bad-input.jsonl", env=env)
+    ctx = Context(work=work, tickets=tickets, input_file=work / "bad-input.jsonl", env=env,
+                  commit=args.commit)
     write_input_file(str(ctx.input_file))
     plans = plan_trials(rng, trials, tickets, args.short, cluster, postgres)
     if args.spec:
         plans = [Plan(f"t{i:02d}", inject.ChaosSpec.parse(text).point, text,
                       parallelism=args.parallelism) for i, text in enumerate(args.spec, 1)]
-    print(f"chaos: seed {seed}, {tickets} generated tickets + {len(bad_inputs())} bad inputs "
-          f"per run, checkpoints every {CHECKPOINT_INTERVAL_MS} ms; {len(plans)} trials; "
-          f"outputs in {work}", flush=True)
+    print(f"chaos: commit {ctx.commit}, seed {seed}, {tickets} generated tickets + "
+          f"{len(bad_inputs())} bad inputs per run, checkpoints every "
+          f"{CHECKPOINT_INTERVAL_MS} ms; {len(plans)} trials; outputs in {work}", flush=True)
 
     verdicts: list[Verdict] = []
     reference_verdict: Optional[Verdict] = None
@@ -968,6 +975,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                for kind in KINDS if any(v.kind == kind for v in verdicts)}
     results = {
         "trials": total["trials"],
+        "commit": ctx.commit,
         "duplicates": total["duplicates"],
         "lost": total["lost"],
         "dead_lettered": total["dead_lettered"],
