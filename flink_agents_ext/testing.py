@@ -330,7 +330,9 @@ class KeyedFunctionHarness:
         return self._state.table(name).get(key)
 
     def metric(self, name: str) -> int:
-        """The value of a counter or gauge whose name ends with ``name``."""
+        """The value of a counter or gauge whose name ends with ``name``, as published to
+        Flink (``DurableAgentFunction`` publishes its counters at most every second, at
+        snapshots and on close; its ``stats()`` are always current)."""
         for full, metric in self.metrics.registry.items():
             if full == name or full.endswith("." + name):
                 return metric() if callable(metric) else int(metric.count)
