@@ -52,17 +52,20 @@ def slow_agent(gauge: Gauge, seconds: Any) -> Agent:
     return agent
 
 
-def make(db: Path, agent: Agent, max_in_flight: int) -> DurableAgentFunction:
-    return DurableAgentFunction(agent, {"backend": "sqlite", "path": str(db)}, NS,
+def make(db: Path, agent: Agent, max_in_flight: int, commit: str = "each"
+         ) -> DurableAgentFunction:
+    return DurableAgentFunction(agent, {"backend": "sqlite", "path": str(db),
+                                        "commit": commit}, NS,
                                 max_in_flight=max_in_flight, poll_interval_ms=2)
 
 
 @pytest.mark.timeout(60)
-def test_per_key_order_holds_while_keys_overlap(tmp_path: Path) -> None:
+@pytest.mark.parametrize("commit", ["each", "group"])
+def test_per_key_order_holds_while_keys_overlap(tmp_path: Path, commit: str) -> None:
     gauge = Gauge()
     rnd = random.Random(3)
     agent = slow_agent(gauge, lambda: rnd.uniform(0.001, 0.02))
-    h = KeyedFunctionHarness(make(tmp_path / "a.db", agent, max_in_flight=8))
+    h = KeyedFunctionHarness(make(tmp_path / "a.db", agent, max_in_flight=8, commit=commit))
     inputs = [(f"k{i % 12}", i) for i in range(120)]
     for key, i in inputs:
         h.process_element([key, i], key=key)
@@ -167,9 +170,11 @@ def test_checkpoint_with_runs_in_flight_prunes_only_completed(tmp_path: Path) ->
 
 
 @pytest.mark.timeout(60)
-def test_restore_resumes_runs_in_flight_without_repeating_calls(tmp_path: Path) -> None:
+@pytest.mark.parametrize("commit", ["each", "group"])
+def test_restore_resumes_runs_in_flight_without_repeating_calls(tmp_path: Path,
+                                                                commit: str) -> None:
     gate, db = Gate(), tmp_path / "a.db"
-    h = KeyedFunctionHarness(make(db, gate.agent(), max_in_flight=4))
+    h = KeyedFunctionHarness(make(db, gate.agent(), max_in_flight=4, commit=commit))
     h.process_element("a1", key="a")
     h.process_element("a2", key="a")  # queued behind a1, in keyed state
     h.process_element("b1", key="b")
@@ -187,7 +192,7 @@ def test_restore_resumes_runs_in_flight_without_repeating_calls(tmp_path: Path) 
     for key in ("a", "b"):
         fresh_gate.open[key].set()
     fresh_gate.executed = gate.executed  # one ledger across both instances
-    h2 = h.restore(snap, make(db, fresh_gate.agent(), max_in_flight=4))
+    h2 = h.restore(snap, make(db, fresh_gate.agent(), max_in_flight=4, commit=commit))
     out = h2.end_input()
     assert sorted(out) == ["a-0", "a-1", "b-0"]
     assert [o for o in out if o.startswith("a")] == ["a-0", "a-1"]
