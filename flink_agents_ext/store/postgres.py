@@ -58,11 +58,17 @@ from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
 import psycopg
 from psycopg import sql
 
+from flink_agents_ext.store._rows import (
+    action_from_row,
+    action_params,
+    call_params,
+    calls_from_rows,
+    id_params,
+)
 from flink_agents_ext.store.base import (
     ActionRecord,
     ActionStateStore,
     CallRecord,
-    CallStatus,
     RecordId,
     StoreConfigError,
     StoreError,
@@ -267,34 +273,12 @@ _STATEMENTS = {
 }
 
 
-def _blob(value: object, field: str) -> bytes:
-    """``value`` as ``bytes``; payload columns are opaque bytes, never text."""
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, (bytearray, memoryview)):
-        return bytes(value)
-    raise TypeError(f"{field} must be bytes, got {type(value).__name__}")
-
-
-def _id_params(record_id: RecordId) -> tuple[str, str, int, str, int]:
-    return (record_id.namespace, record_id.key, record_id.seq, record_id.action,
-            record_id.occurrence)
-
-
-def _action_params(record: ActionRecord) -> tuple[Any, ...]:
-    return (*record.id, _blob(record.event, "event"), _blob(record.outputs, "outputs"),
-            _blob(record.events, "events"), _blob(record.memory_updates, "memory_updates"),
-            bool(record.completed))
-
-
 def _call_params(call: CallRecord) -> tuple[Any, ...]:
     """PostgreSQL text cannot hold NUL characters: any in ``error_message`` become U+FFFD."""
-    result = None if call.result is None else _blob(call.result, "result")
     message = call.error_message
     if message is not None and "\x00" in message:
-        message = message.replace("\x00", "\ufffd")
-    return (*call.id, call.position, call.function, call.digest,
-            CallStatus(call.status).value, result, call.error_type, message)
+        call = call._replace(error_message=message.replace("\x00", "\ufffd"))
+    return call_params(call)
 
 
 def _is_int(value: object) -> bool:
@@ -559,25 +543,19 @@ class PostgresStore(ActionStateStore):
         if conn.closed or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
             self._drop_connection()
 
-    @staticmethod
-    def _action(row: tuple[Any, ...]) -> ActionRecord:
-        return ActionRecord(RecordId(row[0], row[1], row[2], row[3], row[4]),
-                            event=row[5], outputs=row[6], events=row[7],
-                            memory_updates=row[8], completed=bool(row[9]))
-
     # -- action records ------------------------------------------------------------------
     def put_action(self, record: ActionRecord) -> None:
         """Insert or replace the action record ``record.id``, committed before returning."""
-        params = _action_params(record)
+        params = action_params(record)
         query = self._sql["put_action"]
         self._run("put_action", lambda conn: conn.execute(query, params))
 
     def get_action(self, record_id: RecordId) -> Optional[ActionRecord]:
         """Return the action record ``record_id``, or ``None``."""
-        query, params = self._sql["get_action"], _id_params(record_id)
+        query, params = self._sql["get_action"], id_params(record_id)
         row = self._run("get_action",
                         lambda conn: conn.execute(query, params, binary=True).fetchone())
-        return None if row is None else self._action(row)
+        return None if row is None else action_from_row(row)
 
     def get_run(self, namespace: str, key: str, seq: int) -> list[ActionRecord]:
         """Return every action record of one run, ordered by (action, occurrence); actions
@@ -585,7 +563,7 @@ class PostgresStore(ActionStateStore):
         query = self._sql["get_run"]
         rows = self._run("get_run", lambda conn: conn.execute(
             query, (namespace, key, seq), binary=True).fetchall())
-        return [self._action(row) for row in rows]
+        return [action_from_row(row) for row in rows]
 
     # -- durable-call journal ------------------------------------------------------------
     def put_call(self, call: CallRecord) -> None:
@@ -599,33 +577,31 @@ class PostgresStore(ActionStateStore):
     def put_many(self, actions: Sequence[ActionRecord], calls: Sequence[CallRecord]) -> None:
         """Insert or replace the records, in order, in one committed transaction (the
         statements are pipelined: one round trip per batch, not per record)."""
-        call_params = [_call_params(call) for call in calls]
-        action_params = [_action_params(record) for record in actions]
-        if not call_params and not action_params:
+        call_rows = [_call_params(call) for call in calls]
+        action_rows = [action_params(record) for record in actions]
+        if not call_rows and not action_rows:
             return
         put_call, put_action = self._sql["put_call"], self._sql["put_action"]
 
         def work(conn: psycopg.Connection[Any]) -> None:
             with conn.transaction(), conn.cursor() as cur:
-                if call_params:
-                    cur.executemany(put_call, call_params)
-                if action_params:
-                    cur.executemany(put_action, action_params)
+                if call_rows:
+                    cur.executemany(put_call, call_rows)
+                if action_rows:
+                    cur.executemany(put_action, action_rows)
 
         self._run("put_many", work)
 
     def get_calls(self, record_id: RecordId) -> list[CallRecord]:
         """Return the journal of one action execution, ordered by position."""
-        query, params = self._sql["get_calls"], _id_params(record_id)
+        query, params = self._sql["get_calls"], id_params(record_id)
         rows = self._run("get_calls",
                          lambda conn: conn.execute(query, params, binary=True).fetchall())
-        return [CallRecord(record_id, position=r[0], function=r[1], digest=r[2],
-                           status=CallStatus(r[3]), result=r[4], error_type=r[5],
-                           error_message=r[6]) for r in rows]
+        return calls_from_rows(record_id, rows)
 
     def truncate_calls(self, record_id: RecordId, from_position: int) -> int:
         """Delete journal entries at ``from_position`` and after; return how many."""
-        query, params = self._sql["truncate_calls"], (*_id_params(record_id), from_position)
+        query, params = self._sql["truncate_calls"], (*id_params(record_id), from_position)
         return self._run("truncate_calls", lambda conn: conn.execute(query, params).rowcount)
 
     # -- pruning -------------------------------------------------------------------------

@@ -34,13 +34,19 @@ import os
 import sqlite3
 import threading
 from collections import deque
-from typing import Any, Iterator, Mapping, Optional, Sequence
+from typing import Iterator, Mapping, Optional, Sequence
 
+from flink_agents_ext.store._rows import (
+    action_from_row,
+    action_params,
+    call_params,
+    calls_from_rows,
+    id_params,
+)
 from flink_agents_ext.store.base import (
     ActionRecord,
     ActionStateStore,
     CallRecord,
-    CallStatus,
     RecordId,
     StoreConfigError,
     StoreError,
@@ -165,32 +171,6 @@ SELECT (SELECT count(*) FROM actions WHERE namespace = ?)
      + (SELECT count(*) FROM calls WHERE namespace = ?)
 """
 _SIZE_ALL = "SELECT (SELECT count(*) FROM actions) + (SELECT count(*) FROM calls)"
-
-
-def _blob(value: object, field: str) -> bytes:
-    """``value`` as ``bytes``; payload columns are opaque bytes, never text."""
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, (bytearray, memoryview)):
-        return bytes(value)
-    raise TypeError(f"{field} must be bytes, got {type(value).__name__}")
-
-
-def _id_params(record_id: RecordId) -> tuple[str, str, int, str, int]:
-    return (record_id.namespace, record_id.key, record_id.seq, record_id.action,
-            record_id.occurrence)
-
-
-def _action_params(record: ActionRecord) -> tuple[Any, ...]:
-    return (*record.id, _blob(record.event, "event"), _blob(record.outputs, "outputs"),
-            _blob(record.events, "events"), _blob(record.memory_updates, "memory_updates"),
-            int(bool(record.completed)))
-
-
-def _call_params(call: CallRecord) -> tuple[Any, ...]:
-    result = None if call.result is None else _blob(call.result, "result")
-    return (*call.id, call.position, call.function, call.digest,
-            CallStatus(call.status).value, result, call.error_type, call.error_message)
 
 
 class SQLiteStore(ActionStateStore):
@@ -360,63 +340,55 @@ class SQLiteStore(ActionStateStore):
                     conn.execute("ROLLBACK")
             raise
 
-    @staticmethod
-    def _action(row: tuple[Any, ...]) -> ActionRecord:
-        return ActionRecord(RecordId(row[0], row[1], row[2], row[3], row[4]),
-                            event=row[5], outputs=row[6], events=row[7],
-                            memory_updates=row[8], completed=bool(row[9]))
-
     # -- action records ------------------------------------------------------------------
     def put_action(self, record: ActionRecord) -> None:
         """Insert or replace the action record ``record.id``, committed before returning."""
-        params = _action_params(record)
+        params = action_params(record)
         with self._use("put_action") as conn:
             conn.execute(_PUT_ACTION, params)
 
     def get_action(self, record_id: RecordId) -> Optional[ActionRecord]:
         """Return the action record ``record_id``, or ``None``."""
         with self._use("get_action") as conn:
-            row = conn.execute(_GET_ACTION, _id_params(record_id)).fetchone()
-        return None if row is None else self._action(row)
+            row = conn.execute(_GET_ACTION, id_params(record_id)).fetchone()
+        return None if row is None else action_from_row(row)
 
     def get_run(self, namespace: str, key: str, seq: int) -> list[ActionRecord]:
         """Return every action record of one run, ordered by (action, occurrence); actions
         compare by code point (SQLite ``BINARY`` collation on UTF-8)."""
         with self._use("get_run") as conn:
             rows = conn.execute(_GET_RUN, (namespace, key, seq)).fetchall()
-        return [self._action(row) for row in rows]
+        return [action_from_row(row) for row in rows]
 
     # -- durable-call journal ------------------------------------------------------------
     def put_call(self, call: CallRecord) -> None:
         """Insert or replace the journal entry (``call.id``, ``call.position``), committed
         before returning."""
-        params = _call_params(call)
+        params = call_params(call)
         with self._use("put_call") as conn:
             conn.execute(_PUT_CALL, params)
 
     def put_many(self, actions: Sequence[ActionRecord], calls: Sequence[CallRecord]) -> None:
         """Insert or replace the records, in order, in one committed transaction."""
-        call_params = [_call_params(call) for call in calls]
-        action_params = [_action_params(record) for record in actions]
-        if not call_params and not action_params:
+        call_rows = [call_params(call) for call in calls]
+        action_rows = [action_params(record) for record in actions]
+        if not call_rows and not action_rows:
             return
         with self._use("put_many") as conn, self._transaction(conn):
-            conn.executemany(_PUT_CALL, call_params)
-            conn.executemany(_PUT_ACTION, action_params)
+            conn.executemany(_PUT_CALL, call_rows)
+            conn.executemany(_PUT_ACTION, action_rows)
 
     def get_calls(self, record_id: RecordId) -> list[CallRecord]:
         """Return the journal of one action execution, ordered by position."""
         with self._use("get_calls") as conn:
-            rows = conn.execute(_GET_CALLS, _id_params(record_id)).fetchall()
-        return [CallRecord(record_id, position=r[0], function=r[1], digest=r[2],
-                           status=CallStatus(r[3]), result=r[4], error_type=r[5],
-                           error_message=r[6]) for r in rows]
+            rows = conn.execute(_GET_CALLS, id_params(record_id)).fetchall()
+        return calls_from_rows(record_id, rows)
 
     def truncate_calls(self, record_id: RecordId, from_position: int) -> int:
         """Delete journal entries at ``from_position`` and after; return how many."""
         with self._use("truncate_calls") as conn:
             return conn.execute(_TRUNCATE_CALLS,
-                                (*_id_params(record_id), from_position)).rowcount
+                                (*id_params(record_id), from_position)).rowcount
 
     # -- pruning -------------------------------------------------------------------------
     def prune(self, namespace: str, up_to: Mapping[str, int]) -> int:
