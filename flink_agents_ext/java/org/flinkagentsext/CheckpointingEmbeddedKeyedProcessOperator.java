@@ -1,9 +1,6 @@
 package org.flinkagentsext;
 
-import org.apache.flink.api.common.state.ListState;
-import org.apache.flink.api.common.state.ListStateDescriptor;
 import org.apache.flink.api.common.typeinfo.TypeInformation;
-import org.apache.flink.api.common.typeutils.base.array.BytePrimitiveArraySerializer;
 import org.apache.flink.configuration.Configuration;
 import org.apache.flink.runtime.state.StateInitializationContext;
 import org.apache.flink.runtime.state.StateSnapshotContext;
@@ -17,11 +14,8 @@ import org.apache.flink.streaming.runtime.streamrecord.StreamRecord;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
-import java.util.ArrayList;
-import java.util.Collections;
 import java.util.Iterator;
 import java.util.LinkedHashSet;
-import java.util.List;
 
 /**
  * Thread-mode ({@code python.execution-mode: thread}) keyed process operator that forwards
@@ -41,16 +35,13 @@ public class CheckpointingEmbeddedKeyedProcessOperator<K, IN, OUT>
     private static final Logger LOG =
             LoggerFactory.getLogger(CheckpointingEmbeddedKeyedProcessOperator.class);
 
-    static final String LEDGER_STATE_NAME = "flink-agents-ext.checkpoint-ledger";
     private static final String BRIDGE = "_fae_bridge";
 
     private final TypeInformation<IN> inputType;
 
-    private transient ListState<byte[]> ledgerState;
+    private transient LedgerState ledger;
     private transient LinkedHashSet<Object> changedKeys;
     private transient Iterator<Object> keyCursor;
-    private transient List<byte[]> restoredLedger;
-    private transient long restoredCheckpointId;
     private transient boolean bridgeOpen;
     private transient boolean userFunctionClosed;
 
@@ -67,21 +58,9 @@ public class CheckpointingEmbeddedKeyedProcessOperator<K, IN, OUT>
     public void initializeState(StateInitializationContext context) throws Exception {
         super.initializeState(context);
         changedKeys = new LinkedHashSet<>();
-        restoredCheckpointId = -1L;
         bridgeOpen = false;
         userFunctionClosed = false;
-        ledgerState =
-                context.getOperatorStateStore()
-                        .getListState(
-                                new ListStateDescriptor<>(
-                                        LEDGER_STATE_NAME, BytePrimitiveArraySerializer.INSTANCE));
-        if (context.isRestored()) {
-            restoredCheckpointId = context.getRestoredCheckpointId().orElse(-1L);
-            restoredLedger = new ArrayList<>();
-            for (byte[] blob : ledgerState.get()) {
-                restoredLedger.add(blob);
-            }
-        }
+        ledger = LedgerState.initialize(context);
     }
 
     @Override
@@ -93,10 +72,12 @@ public class CheckpointingEmbeddedKeyedProcessOperator<K, IN, OUT>
                         + BRIDGE
                         + " = _fae_attach(operation, _fae_operator)\n");
         bridgeOpen = true;
-        if (restoredLedger != null) {
+        if (ledger.hasRestored()) {
             interpreter.invokeMethod(
-                    BRIDGE, "restore", restoredCheckpointId, restoredLedger.toArray(new Object[0]));
-            restoredLedger = null;
+                    BRIDGE,
+                    "restore",
+                    ledger.restoredCheckpointId(),
+                    ledger.takeRestored().toArray(new Object[0]));
         }
     }
 
@@ -146,16 +127,16 @@ public class CheckpointingEmbeddedKeyedProcessOperator<K, IN, OUT>
         }
         Object previousKey = getCurrentKey();
         keyCursor = null;
-        byte[] ledger;
+        byte[] blob;
         try {
-            ledger = (byte[]) interpreter.invokeMethod(BRIDGE, "snapshot", checkpointId);
+            blob = (byte[]) interpreter.invokeMethod(BRIDGE, "snapshot", checkpointId);
         } finally {
             keyCursor = null;
             if (previousKey != null) {
                 setCurrentKey(previousKey);
             }
         }
-        ledgerState.update(Collections.singletonList(ledger));
+        ledger.store(blob);
     }
 
     @Override

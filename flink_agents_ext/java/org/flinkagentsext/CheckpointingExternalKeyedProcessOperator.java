@@ -1,8 +1,6 @@
 package org.flinkagentsext;
 
 import org.apache.flink.api.common.state.BroadcastState;
-import org.apache.flink.api.common.state.ListState;
-import org.apache.flink.api.common.state.ListStateDescriptor;
 import org.apache.flink.api.common.state.MapStateDescriptor;
 import org.apache.flink.api.common.typeinfo.TypeInformation;
 import org.apache.flink.api.common.typeutils.TypeSerializer;
@@ -32,8 +30,6 @@ import org.slf4j.LoggerFactory;
 
 import java.io.ByteArrayOutputStream;
 import java.nio.charset.StandardCharsets;
-import java.util.ArrayList;
-import java.util.Collections;
 import java.util.Iterator;
 import java.util.List;
 import java.util.Map;
@@ -73,9 +69,6 @@ public class CheckpointingExternalKeyedProcessOperator<OUT>
     private static final Logger LOG =
             LoggerFactory.getLogger(CheckpointingExternalKeyedProcessOperator.class);
 
-    /** Operator list state holding the ledger; the same name as the thread-mode operator. */
-    static final String LEDGER_STATE_NAME = "flink-agents-ext.checkpoint-ledger";
-
     /** Name of the broadcast state Python writes the snapshot's ledger into (no prefix). */
     static final String RETURN_STATE_NAME = "flink-agents-ext.ledger-return";
 
@@ -93,13 +86,11 @@ public class CheckpointingExternalKeyedProcessOperator<OUT>
 
     private static final byte[] NO_PAYLOAD = new byte[0];
 
-    private transient ListState<byte[]> ledgerState;
+    private transient LedgerState ledger;
     private transient BroadcastState<ByteArrayWrapper, byte[]> returnState;
     private transient TypeSerializer<Row> signalSerializer;
     private transient ByteArrayOutputStreamWithPos signalBytes;
     private transient DataOutputViewStreamWrapper signalOut;
-    private transient List<byte[]> restoredLedger;
-    private transient long restoredCheckpointId;
     private transient long snapshotCheckpointId;
     private transient byte[] snapshotLedger;
     private transient boolean bridgeOpen;
@@ -124,15 +115,9 @@ public class CheckpointingExternalKeyedProcessOperator<OUT>
     public void initializeState(StateInitializationContext context) throws Exception {
         super.initializeState(context);
         bridgeOpen = false;
-        restoredLedger = null;
-        restoredCheckpointId = -1L;
         snapshotCheckpointId = -1L;
         snapshotLedger = null;
-        ledgerState =
-                context.getOperatorStateStore()
-                        .getListState(
-                                new ListStateDescriptor<>(
-                                        LEDGER_STATE_NAME, BytePrimitiveArraySerializer.INSTANCE));
+        ledger = LedgerState.initialize(context);
         // The same descriptor (name and serializers) PyFlink's operator state store registers for
         // a Python broadcast state of that name.
         returnState =
@@ -143,13 +128,6 @@ public class CheckpointingExternalKeyedProcessOperator<OUT>
                                         ByteArrayWrapperSerializer.INSTANCE,
                                         BytePrimitiveArraySerializer.INSTANCE));
         returnState.clear(); // it only carries a ledger within one snapshot; never restored
-        if (context.isRestored()) {
-            restoredCheckpointId = context.getRestoredCheckpointId().orElse(-1L);
-            restoredLedger = new ArrayList<>();
-            for (byte[] blob : ledgerState.get()) {
-                restoredLedger.add(blob);
-            }
-        }
     }
 
     @Override
@@ -162,9 +140,11 @@ public class CheckpointingExternalKeyedProcessOperator<OUT>
         signalBytes = new ByteArrayOutputStreamWithPos();
         signalOut = new DataOutputViewStreamWrapper(signalBytes);
         bridgeOpen = true;
-        if (restoredLedger != null) {
-            sendSignal(SIGNAL_RESTORE, restoredCheckpointId, encodeBlobs(restoredLedger));
-            restoredLedger = null;
+        if (ledger.hasRestored()) {
+            sendSignal(
+                    SIGNAL_RESTORE,
+                    ledger.restoredCheckpointId(),
+                    encodeBlobs(ledger.takeRestored()));
         }
     }
 
@@ -183,7 +163,7 @@ public class CheckpointingExternalKeyedProcessOperator<OUT>
             invokeFinishBundle();
             takeSnapshot(checkpointId);
         }
-        ledgerState.update(Collections.singletonList(snapshotLedger));
+        ledger.store(snapshotLedger);
         snapshotLedger = null;
         snapshotCheckpointId = -1L;
     }
