@@ -72,7 +72,9 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
             :func:`flink_agents_ext.store.open_store`) or a zero-argument factory; opened in
             each subtask's ``open``.
         namespace: the job's namespace in the store; jobs sharing a database need distinct
-            namespaces. Keep it across restores of the same job.
+            namespaces. Keep it across restores of the same job; a job started fresh (not
+            restored) needs an empty one (``ActionStateStore.clear_namespace``): records of
+            an earlier job would be replayed as this job's.
         retention: completed checkpoints that stay restorable (see :class:`PrunePolicy`).
         serializer: how recorded values are serialised (default JSON; never pickle).
         allow_reexecution: accept restoring from a checkpoint older than the prune boundary.
