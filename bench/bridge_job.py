@@ -7,9 +7,7 @@ function, summed over subtasks) to ``--result``. Run by ``bench/bridge_overhead.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import time
 from typing import Any, Iterator
 
 from pyflink.common import Configuration, Types, WatermarkStrategy
@@ -17,6 +15,7 @@ from pyflink.datastream import KeyedProcessFunction, StreamExecutionEnvironment
 from pyflink.datastream.connectors.number_seq import NumberSequenceSource
 from pyflink.datastream.state import ValueStateDescriptor
 
+from bench.common import Clock
 from flink_agents_ext import (
     CheckpointedKeyedProcessFunction,
     SnapshotContext,
@@ -26,24 +25,20 @@ from flink_agents_ext import (
 
 
 class _Timing:
+    """The trivial work (a keyed counter) and the timing, shared by both sides."""
+
     result: str
 
     def open_timing(self, runtime_context: Any) -> None:
         self.count = runtime_context.get_state(ValueStateDescriptor("c", Types.LONG()))
-        self.seen = 0
-        self.first = self.last = 0.0
+        self.clock = Clock()
 
     def tick(self) -> None:
-        now = time.perf_counter()
-        if not self.seen:
-            self.first = now
-        self.last = now
-        self.seen += 1
+        self.clock.tick()
         self.count.update((self.count.value() or 0) + 1)
 
     def write(self) -> None:
-        with open(self.result, "a") as fh:
-            fh.write(json.dumps({"records": self.seen, "seconds": self.last - self.first}) + "\n")
+        self.clock.write(self.result)
 
 
 class Stock(KeyedProcessFunction, _Timing):

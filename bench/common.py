@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,3 +30,25 @@ def rate(rows: list[dict]) -> float:
     records = sum(r["records"] for r in rows)
     seconds = max(r["seconds"] for r in rows)
     return records / seconds if seconds > 0 else float("nan")
+
+
+class Clock:
+    """Counts the elements a function sees and the time from the first to the last; used
+    inside the benchmark jobs' functions."""
+
+    def __init__(self) -> None:
+        self.seen = 0
+        self.first = self.last = 0.0
+
+    def tick(self) -> None:
+        now = time.perf_counter()
+        if not self.seen:
+            self.first = now
+        self.last = now
+        self.seen += 1
+
+    def write(self, path: str) -> None:
+        """Append ``{"records", "seconds"}`` to ``path`` (one line per subtask)."""
+        with open(path, "a") as fh:
+            fh.write(json.dumps({"records": self.seen, "seconds": self.last - self.first})
+                     + "\n")

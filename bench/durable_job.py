@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import tempfile
 import time
@@ -21,6 +20,7 @@ from pyflink.datastream import KeyedProcessFunction, StreamExecutionEnvironment
 from pyflink.datastream.connectors.number_seq import NumberSequenceSource
 from pyflink.datastream.state import ValueStateDescriptor
 
+from bench.common import Clock
 from flink_agents_ext import configure_environment, process_with_checkpoints
 from flink_agents_ext.actions import INPUT, ActionContext, Agent, DurableAgentFunction
 
@@ -32,23 +32,6 @@ def user_work(i: int) -> str:
     if WORK_S:
         time.sleep(WORK_S)
     return hashlib.sha256(f"ticket-{i}".encode()).hexdigest()[:16]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.seen = 0
-        self.first = self.last = 0.0
-
-    def tick(self) -> None:
-        now = time.perf_counter()
-        if not self.seen:
-            self.first = now
-        self.last = now
-        self.seen += 1
-
-    def write(self, path: str) -> None:
-        with open(path, "a") as fh:
-            fh.write(json.dumps({"records": self.seen, "seconds": self.last - self.first}) + "\n")
 
 
 class Stock(KeyedProcessFunction):
@@ -110,8 +93,6 @@ def main() -> None:
     p.add_argument("--work-ms", type=float, default=0.0)
     p.add_argument("--commit", choices=["each", "group"], default="each",
                    help="the store's commit mode (durable side)")
-    p.add_argument("--commit-interval-ms", type=int, default=None,
-                   help="group commit: the store's commit_interval_ms")
     p.add_argument("--result", required=True)
     args = p.parse_args()
     work_s = args.work_ms / 1000
@@ -131,8 +112,7 @@ def main() -> None:
     else:
         db = os.path.join(tempfile.mkdtemp(prefix="fae-bench-"), "a.db")
         process_with_checkpoints(keyed, Durable(agent(), {"backend": "sqlite", "path": db,
-                                                "commit": args.commit,
-                                                "commit_interval_ms": args.commit_interval_ms},
+                                                "commit": args.commit},
                                                 "bench", result=args.result, work_s=work_s),
                                  Types.STRING())
     env.execute("durable-throughput")

@@ -91,11 +91,6 @@ def encode_key(key: Any) -> str:
     return text
 
 
-def digest(value: Any) -> str:
-    """A stable digest of a value."""
-    return hashlib.sha256(_enc(value).encode("utf-8")).hexdigest()[:32]
-
-
 def digest_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     """A stable digest of a durable call's arguments (positional and keyword)."""
     text = _enc(args) if not kwargs else _enc(args) + ";" + _enc(kwargs)

@@ -148,8 +148,7 @@ class Memory:
 
     def updates(self) -> dict[str, Any]:
         """The updates made through this view: ``{"set": {...}, "unset": [...]}``."""
-        return {"set": dict(self._set) if self._set else {},
-                "unset": sorted(self._unset) if self._unset else []}
+        return {"set": dict(self._set), "unset": sorted(self._unset)}
 
 
 def apply_memory_updates(memory: dict[str, Any], updates: dict[str, Any]) -> bool:
