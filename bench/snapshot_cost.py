@@ -52,14 +52,13 @@ def measure(keys_in_state: int, full_scan: bool) -> float:
     with tempfile.TemporaryDirectory(prefix="fae-bench-") as tmp:
         cls = FullScan if full_scan else DurableAgentFunction
         fn = cls(agent(), {"backend": "sqlite", "path": os.path.join(tmp, "a.db")}, "bench")
-        h = KeyedFunctionHarness(fn)
         # Keys processed (and pruned) long ago: state holds their sequences, the store
         # holds nothing for them.
-        h._state.data["fae-next-seq"] = {k: 1 for k in range(keys_in_state)}
-        h._state.data["fae-last-completed-seq"] = {k: 0 for k in range(keys_in_state)}
+        h = KeyedFunctionHarness(fn, keyed_state={
+            "fae-next-seq": {k: 1 for k in range(keys_in_state)},
+            "fae-last-completed-seq": {k: 0 for k in range(keys_in_state)}})
         if full_scan:
-            table = h._state.data["fae-last-completed-seq"]
-            fn.all_keys = lambda: list(table.items())
+            fn.all_keys = lambda: h.state_items("fae-last-completed-seq")
         times = []
         for r in range(ROUNDS):
             for i in range(CHANGED):

@@ -15,12 +15,17 @@ keyed state and metrics::
 
 Keyed state lives in the harness (``ValueState``, ``ListState``, ``MapState`` are
 supported); the checkpoint callbacks go through the same
-:class:`~flink_agents_ext.checkpoint.bridge.CheckpointBridge` as on a cluster.
+:class:`~flink_agents_ext.checkpoint.bridge.CheckpointBridge` as on a cluster. Keys are
+told apart as Flink tells them apart, by value *and type*: ``1``, ``1.0``, ``True``,
+``"1"``, ``(1,)`` and ``b"1"`` are six keys with six sets of state and timers (Python's
+``1 == 1.0 == True`` does not merge them), while ``get_current_key()`` returns the object
+the element was keyed with.
 """
 
 from __future__ import annotations
 
 import copy
+import pickle
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Optional, cast
@@ -29,6 +34,7 @@ from pyflink.datastream import OutputTag, TimeDomain
 
 from flink_agents_ext.checkpoint.bridge import CheckpointBridge
 from flink_agents_ext.checkpoint.function import CheckpointedKeyedProcessFunction
+from flink_agents_ext.keys import KeyEncodingError, encode_key
 
 
 class _Counter:
@@ -63,14 +69,51 @@ class FakeMetricGroup:
         self.registry[self.prefix + name] = obj
 
 
+class _FlinkKey:
+    """A key as Flink identifies it: equal only to a key of the same value and type (by
+    the stable encoding of :mod:`flink_agents_ext.keys`), so ``1``, ``1.0`` and ``True``
+    stay distinct in the harness's dicts and sets. ``key`` is the original object."""
+
+    __slots__ = ("identity", "key")
+
+    def __init__(self, key: Any) -> None:
+        self.key = key
+        try:
+            self.identity: Any = encode_key(key)
+        except KeyEncodingError:  # still a Flink key (PyFlink pickles it): same bytes
+            try:
+                self.identity = ("pickle", pickle.dumps(key))
+            except Exception:
+                self.identity = ("object", id(key))
+
+    def __hash__(self) -> int:
+        return hash(self.identity)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _FlinkKey) and self.identity == other.identity
+
+    def __repr__(self) -> str:
+        return repr(self.key)
+
+
+def _flink_key(key: Any) -> _FlinkKey:
+    return key if isinstance(key, _FlinkKey) else _FlinkKey(key)
+
+
 class _KeyedStore:
-    """state name -> key -> value, plus the current key."""
+    """state name -> key -> value, plus the current key; keys are :class:`_FlinkKey`."""
 
     def __init__(self, data: Optional[dict[str, dict[Any, Any]]] = None) -> None:
-        self.data: dict[str, dict[Any, Any]] = data or {}
-        self.current_key: Any = None
+        self.data: dict[str, dict[_FlinkKey, Any]] = {
+            name: {_flink_key(k): v for k, v in table.items()}
+            for name, table in (data or {}).items()}
+        self.current: Optional[_FlinkKey] = None
 
-    def table(self, name: str) -> dict[Any, Any]:
+    @property
+    def current_key(self) -> Any:
+        return None if self.current is None else self.current.key
+
+    def table(self, name: str) -> dict[_FlinkKey, Any]:
         return self.data.setdefault(name, {})
 
 
@@ -79,13 +122,16 @@ class _ValueState:
         self._store, self._name = store, name
 
     def value(self) -> Any:
-        return self._store.table(self._name).get(self._store.current_key)
+        current = self._store.current
+        return None if current is None else self._store.table(self._name).get(current)
 
     def update(self, value: Any) -> None:
-        self._store.table(self._name)[self._store.current_key] = value
+        assert self._store.current is not None, "keyed state used without a current key"
+        self._store.table(self._name)[self._store.current] = value
 
     def clear(self) -> None:
-        self._store.table(self._name).pop(self._store.current_key, None)
+        if self._store.current is not None:
+            self._store.table(self._name).pop(self._store.current, None)
 
 
 class _ListState(_ValueState):
@@ -101,8 +147,9 @@ class _ListState(_ValueState):
 
 class _MapState(_ValueState):
     def _map(self) -> dict[Any, Any]:
+        assert self._store.current is not None, "keyed state used without a current key"
         values: dict[Any, Any] = self._store.table(self._name).setdefault(
-            self._store.current_key, {})
+            self._store.current, {})
         return values
 
     def get(self, key: Any) -> Any:
@@ -161,16 +208,21 @@ class _TimerService:
         return -(2**63)
 
     def register_processing_time_timer(self, timestamp: int) -> None:
-        self._h._timers.add((timestamp, self._h._state.current_key))
+        self._h._timers.add((timestamp, self._current()))
 
     def delete_processing_time_timer(self, timestamp: int) -> None:
-        self._h._timers.discard((timestamp, self._h._state.current_key))
+        self._h._timers.discard((timestamp, self._current()))
 
     def register_event_time_timer(self, timestamp: int) -> None:
-        self._h._event_timers.add((timestamp, self._h._state.current_key))
+        self._h._event_timers.add((timestamp, self._current()))
 
     def delete_event_time_timer(self, timestamp: int) -> None:
-        self._h._event_timers.discard((timestamp, self._h._state.current_key))
+        self._h._event_timers.discard((timestamp, self._current()))
+
+    def _current(self) -> _FlinkKey:
+        current = self._h._state.current
+        assert current is not None, "a timer registered without a current key"
+        return current
 
 
 class _Context:
@@ -197,6 +249,7 @@ class HarnessSnapshot:
     """A checkpoint taken by :meth:`KeyedFunctionHarness.snapshot`."""
 
     checkpoint_id: int
+    #: state name -> key -> value (keys wrapped so that equal-but-distinct keys stay apart)
     keyed_state: dict[str, dict[Any, Any]]
     ledger: bytes
     timers: frozenset[tuple[int, Any]] = frozenset()
@@ -220,9 +273,9 @@ class KeyedFunctionHarness:
             raise TypeError("the harness drives CheckpointedKeyedProcessFunction subclasses")
         self.function = function
         self._state = _KeyedStore(copy.deepcopy(keyed_state) if keyed_state else None)
-        self._changed: dict[Any, None] = {}
-        self._timers: set[tuple[int, Any]] = set()
-        self._event_timers: set[tuple[int, Any]] = set()
+        self._changed: dict[_FlinkKey, None] = {}
+        self._timers: set[tuple[int, _FlinkKey]] = set()
+        self._event_timers: set[tuple[int, _FlinkKey]] = set()
         self._last_checkpoint = 0
         self.outputs: list[Any] = []
         self.side_outputs: dict[str, list[Any]] = {}
@@ -235,8 +288,13 @@ class KeyedFunctionHarness:
     def _walk_changed_keys(self) -> Iterator[Any]:
         keys, self._changed = list(self._changed), {}
         for key in keys:
-            self._state.current_key = key
-            yield key
+            self._state.current = key
+            yield key.key
+
+    def _set_current(self, key: Any) -> _FlinkKey:
+        current = self._state.current = _flink_key(key)
+        self._changed[current] = None
+        return current
 
     def _collect(self, results: Optional[Iterable[Any]]) -> list[Any]:
         emitted = []
@@ -250,8 +308,7 @@ class KeyedFunctionHarness:
 
     def process_element(self, value: Any, key: Any) -> list[Any]:
         """Process ``value`` under ``key``; return the main-output records it emitted."""
-        self._state.current_key = key
-        self._changed[key] = None
+        self._set_current(key)
         return self._collect(self.function.process_element(value, cast(Any, _Context(self))))
 
     def advance_processing_time(self, timestamp: int) -> list[Any]:
@@ -259,10 +316,9 @@ class KeyedFunctionHarness:
         self.processing_time = timestamp
         emitted: list[Any] = []
         for ts, key in sorted((t for t in self._timers if t[0] <= timestamp),
-                              key=lambda t: (t[0], repr(t[1]))):
+                              key=lambda t: (t[0], repr(t[1].identity))):
             self._timers.discard((ts, key))
-            self._state.current_key = key
-            self._changed[key] = None
+            self._set_current(key)
             emitted += self._collect(self.function.on_timer(ts, cast(Any, _Context(self))))
         return emitted
 
@@ -288,10 +344,9 @@ class KeyedFunctionHarness:
         time order; return what they emitted."""
         emitted: list[Any] = []
         while self._event_timers:
-            ts, key = min(self._event_timers, key=lambda t: (t[0], repr(t[1])))
+            ts, key = min(self._event_timers, key=lambda t: (t[0], repr(t[1].identity)))
             self._event_timers.discard((ts, key))
-            self._state.current_key = key
-            self._changed[key] = None
+            self._set_current(key)
             ctx = _Context(self, TimeDomain.EVENT_TIME)
             emitted += self._collect(self.function.on_timer(ts, cast(Any, ctx)))
         return emitted
@@ -327,7 +382,11 @@ class KeyedFunctionHarness:
 
     def state(self, name: str, key: Any) -> Any:
         """The value of keyed state ``name`` for ``key`` (``None`` when unset)."""
-        return self._state.table(name).get(key)
+        return self._state.table(name).get(_flink_key(key))
+
+    def state_items(self, name: str) -> list[tuple[Any, Any]]:
+        """Every ``(key, value)`` of keyed state ``name``."""
+        return [(k.key, v) for k, v in self._state.table(name).items()]
 
     def metric(self, name: str) -> int:
         """The value of a counter or gauge whose name ends with ``name``, as published to
