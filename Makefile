@@ -22,7 +22,7 @@ $(STAMP): setup.py constraints.txt
 	@bash scripts/ensure-toolchain.sh
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade "pip>=24" 2>&1 | grep -v "^WARNING: Location" || true
-	$(PY) -m pip install -q -c constraints.txt -e ".[dev,postgres,bench]" 2>&1 \
+	$(PY) -m pip install -q -c constraints.txt -e ".[dev,postgres,bench,kafka]" 2>&1 \
 		| grep -v "^WARNING: Location" || true
 	@$(PY) -c "import pyflink, flink_agents_ext" || (echo "dependency install failed" >&2; exit 1)
 	@rm -f $(VENV)/.fae-installed-*
