@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.fae-installed-$(shell cat setup.py constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: help setup jar run demo test test-fast lint bench clean
+.PHONY: help setup jar run kafka-broker demo test test-fast lint bench clean
 
 help:
 	@echo "make run       set up, then run the main job on the local mini-cluster"
@@ -36,8 +36,14 @@ jar: setup
 CONFIG ?= conf/local.yaml
 FAIL_AFTER ?= 800
 
-run: jar
+run: jar kafka-broker
 	$(PY) jobs/support_triage.py --config $(CONFIG) --fail-after $(FAIL_AFTER)
+
+# A profile whose Kafka bootstrap is on 127.0.0.1 gets the throwaway broker on that port
+# (scripts/kafka-test-server.sh, data in .kafka/); started once, reused after.
+kafka-broker: setup
+	@port=$$(sed -n 's/^ *bootstrap_servers: *127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' $(CONFIG)); \
+	if [ -n "$$port" ]; then FAE_KAFKA_PORT=$$port bash scripts/kafka-test-server.sh start >/dev/null; fi
 
 demo: jar
 	$(PY) jobs/checkpoint_demo.py

@@ -8,6 +8,9 @@ A configuration file has these sections (see ``conf/local.yaml`` and ``conf/clus
                 with commit_interval_ms and commit_max_records for group commit
     input:      path (file or directory of JSON lines, optional), generate (count), rate
     output:     dir
+    kafka:      (optional) bootstrap_servers, input_topic, results_topic, dead_letters_topic,
+                partitions, transaction_timeout_ms: tickets from a topic, results and dead
+                letters to topics (``input`` then says what fills the input topic)
 
 Every problem is reported as :class:`ConfigError` naming the file, the key and what was
 expected. Secrets are never read from the file: the PostgreSQL password comes from the
@@ -88,6 +91,28 @@ def _kind_name(kind: type | tuple[type, ...]) -> str:
 
 
 @dataclass(frozen=True)
+class KafkaSettings:
+    """The ``kafka`` section: where the job reads tickets and writes its outputs.
+
+    Attributes:
+        bootstrap_servers: ``host:port[,host:port...]`` of the brokers.
+        input_topic: the tickets (JSON lines as values, the customer as key).
+        results_topic: one JSON result per ticket, written exactly once (transactions).
+        dead_letters_topic: bad input and failed actions, with the reason.
+        partitions: partitions of the topics the job creates.
+        transaction_timeout_ms: the sink's ``transaction.timeout.ms``; must stay below the
+            broker's ``transaction.max.timeout.ms`` (15 minutes by default).
+    """
+
+    bootstrap_servers: str
+    input_topic: str
+    results_topic: str
+    dead_letters_topic: str
+    partitions: int = 2
+    transaction_timeout_ms: int = 60_000
+
+
+@dataclass(frozen=True)
 class JobConfig:
     """A validated job configuration."""
 
@@ -105,6 +130,7 @@ class JobConfig:
     rate: float
     output_dir: str
     source: str = ""
+    kafka: Optional[KafkaSettings] = None
 
     def store_settings(self) -> dict[str, Any]:
         """The store settings for :func:`flink_agents_ext.store.open_store`."""
@@ -150,7 +176,7 @@ def load_config(path: str | os.PathLike[str],
 
 def _parse(source: str, raw: dict[str, Any]) -> JobConfig:
     root = _Section(source, "", raw)
-    root.check_unknown({"job", "checkpoints", "store", "input", "output"})
+    root.check_unknown({"job", "checkpoints", "store", "input", "output", "kafka"})
     job = root.section("job")
     job.check_unknown({"name", "namespace", "parallelism", "execution_mode"})
     cps = root.section("checkpoints")
@@ -212,4 +238,20 @@ def _parse(source: str, raw: dict[str, Any]) -> JobConfig:
         rate=float(inp.get("rate", (int, float), default=0, minimum=0)),
         output_dir=out.get("dir", str),
         source=source,
+        kafka=_parse_kafka(root.section("kafka")) if "kafka" in raw else None,
+    )
+
+
+def _parse_kafka(section: _Section) -> KafkaSettings:
+    fields = ("bootstrap_servers", "input_topic", "results_topic", "dead_letters_topic")
+    section.check_unknown({*fields, "partitions", "transaction_timeout_ms"})
+    topics = {name: section.get(name, str) for name in fields}
+    if not all(topics.values()):
+        empty = next(name for name, value in topics.items() if not value)
+        raise ConfigError(f"{section._where(empty)} must be a non-empty string")
+    return KafkaSettings(
+        **topics,
+        partitions=section.get("partitions", int, default=2, minimum=1),
+        transaction_timeout_ms=section.get("transaction_timeout_ms", int, default=60_000,
+                                           minimum=1000),
     )

@@ -11,12 +11,13 @@ import logging
 import os
 import sys
 import sysconfig
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from pyflink.datastream import StreamExecutionEnvironment
 
 from flink_agents_ext import jar as _jar
 from flink_agents_ext._compat import check_flink_version
+from flink_agents_ext.connectors import connector_jar
 
 _log = logging.getLogger(__name__)
 
@@ -42,12 +43,16 @@ def execution_mode(env: StreamExecutionEnvironment) -> str:
 
 
 def configure_environment(
-    env: StreamExecutionEnvironment, execution_mode: Optional[str] = None
+    env: StreamExecutionEnvironment, execution_mode: Optional[str] = None,
+    connectors: Sequence[str] = (),
 ) -> StreamExecutionEnvironment:
     """Prepare ``env`` for :func:`process_with_checkpoints`.
 
     * checks that the pinned ``apache-flink`` is installed;
     * builds (once) and adds the bridge jar to ``pipeline.jars``;
+    * adds the jar of each connector in ``connectors`` (e.g. ``["kafka"]``, see
+      :mod:`flink_agents_ext.connectors`; fetched from Maven Central once) to
+      ``pipeline.jars``;
     * sets ``python.execution-mode`` when ``execution_mode`` is given;
     * sets ``python.executable`` and ``python.client.executable`` to this interpreter unless
       already set (workers on another Python fail to import pyflink and restart forever);
@@ -61,6 +66,7 @@ def configure_environment(
     Raises:
         ValueError: ``execution_mode`` is not ``thread`` or ``process``.
         UnsupportedFlinkVersionError, JavaToolchainError: see :mod:`flink_agents_ext.errors`.
+        flink_agents_ext.maven.MavenFetchError: a connector could not be fetched.
     """
     check_flink_version()
     if execution_mode is not None and execution_mode not in EXECUTION_MODES:
@@ -71,10 +77,11 @@ def configure_environment(
     if execution_mode is not None:
         j_conf.setString("python.execution-mode", execution_mode)
 
-    url = _jar.jar_url()
-    jars = _get(j_conf, "pipeline.jars") or ""
-    if url not in jars.split(";"):
-        env.add_jars(url)
+    urls = [_jar.jar_url(), *(connector_jar(name).as_uri() for name in connectors)]
+    jars = (_get(j_conf, "pipeline.jars") or "").split(";")
+    for url in urls:
+        if url not in jars:
+            env.add_jars(url)
 
     for key in ("python.executable", "python.client.executable"):
         if not _get(j_conf, key):

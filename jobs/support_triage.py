@@ -213,6 +213,16 @@ def generated_ticket(n: int) -> str:
                        "text": TEXTS[_score(str(n), "t") % len(TEXTS)]})
 
 
+def input_tickets(cfg: JobConfig) -> Iterator[str]:
+    """The input lines: the input file's (or directory's) lines, then the generated ones."""
+    paths = (sorted(glob.glob(os.path.join(cfg.input_path, "*"))) if cfg.input_path and
+             os.path.isdir(cfg.input_path) else [cfg.input_path] if cfg.input_path else [])
+    for path in paths:
+        with open(path) as fh:
+            yield from (line.rstrip("\n") for line in fh)
+    yield from (generated_ticket(n) for n in range(1, cfg.generate + 1))
+
+
 def build(env: StreamExecutionEnvironment, cfg: JobConfig, out_dir: str,
           fail_after: int, chaos: Optional[str] = None, chaos_bad_input: bool = False) -> None:
     """Build the pipeline on ``env`` (``chaos``, ``chaos_bad_input``: see ``chaos/inject.py``)."""
@@ -222,12 +232,17 @@ def build(env: StreamExecutionEnvironment, cfg: JobConfig, out_dir: str,
         # key's tickets arrive in the same order in every run, whatever the parallelism.
         env.set_parallelism(1)
     lines = None
-    if cfg.input_path:
+    run_id = uuid.uuid4().hex[:8]  # transactional ids of the Kafka sinks are unique per run
+    if cfg.kafka:
+        from jobs import triage_kafka
+
+        lines = triage_kafka.ticket_lines(env, cfg.kafka, run_id)
+    elif cfg.input_path:
         source = FileSource.for_record_stream_format(StreamFormat.text_line_format(),
                                                      os.path.abspath(cfg.input_path)).build()
         lines = env.from_source(source, WatermarkStrategy.no_watermarks(),
                                 "ticket-files").uid("ticket-files")
-    if cfg.generate:
+    if cfg.generate and not cfg.kafka:
         pause = 1.0 / cfg.rate if cfg.rate else 0.0
 
         def make(n: int) -> str:
@@ -263,6 +278,9 @@ def build(env: StreamExecutionEnvironment, cfg: JobConfig, out_dir: str,
         keyed, agent, Types.STRING(), name="triage-agent", uid="triage-agent")
     dead = parsed.get_side_output(DEAD_LETTER_TAG).union(
         results.get_side_output(DEAD_LETTER_TAG))
+    if cfg.kafka:
+        triage_kafka.write_outputs(results, dead, cfg.kafka, run_id)
+        return
     encoder = Encoder.simple_string_encoder()
     results.sink_to(FileSink.for_row_format(os.path.join(out_dir, "results"), encoder)
                     .build()).uid("results-sink").name("results")
@@ -283,7 +301,7 @@ def make_env(cfg: JobConfig, savepoint: str | None = None) -> StreamExecutionEnv
     if savepoint:
         conf.set_string("execution.savepoint.path", savepoint)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
-    configure_environment(env, cfg.execution_mode)
+    configure_environment(env, cfg.execution_mode, connectors=["kafka"] if cfg.kafka else [])
     env.set_parallelism(cfg.parallelism)
     env.enable_checkpointing(cfg.checkpoint_interval_ms)
     return env
@@ -312,10 +330,17 @@ def summary(cfg: JobConfig, out_dir: str) -> dict[str, Any]:
             calls.update((e["call"], e["ticket"]) for e in map(json.loads, fh))
     with open_store(cfg.store_settings()) as store:
         records_left = store.size(cfg.namespace)
-    results = _part_lines(os.path.join(out_dir, "results"))
+    if cfg.kafka:  # the outputs as a read_committed consumer sees them
+        from jobs.triage_kafka import read_committed
+
+        results = read_committed(cfg.kafka.bootstrap_servers, cfg.kafka.results_topic)
+        dead = read_committed(cfg.kafka.bootstrap_servers, cfg.kafka.dead_letters_topic)
+    else:
+        results = _part_lines(os.path.join(out_dir, "results"))
+        dead = _part_lines(os.path.join(out_dir, "dead_letters"))
     return {
         "results": len(results),
-        "dead_letters": len(_part_lines(os.path.join(out_dir, "dead_letters"))),
+        "dead_letters": len(dead),
         "runs": stats["runs"],
         "actions_run": stats["actions_run"],
         "actions_replayed": stats["actions_replayed"],
@@ -372,14 +397,21 @@ def main(argv: list[str] | None = None) -> int:
         with open_store(cfg.store_settings()) as store:
             store.clear_namespace(cfg.namespace)
     os.makedirs(out_dir, exist_ok=True)
+    if cfg.kafka:
+        from jobs.triage_kafka import prepare_topics
+
+        prepare_topics(cfg.kafka, input_tickets(cfg), fresh=not args.from_savepoint)
 
     env = make_env(cfg, args.from_savepoint or None)
     build(env, cfg, out_dir, args.fail_after, args.chaos, args.chaos_bad_input)
     total = cfg.generate + (sum(1 for _ in open(cfg.input_path)) if cfg.input_path and
                             os.path.isfile(cfg.input_path) else 0)
+    where = (f"topics {cfg.kafka.input_topic} -> {cfg.kafka.results_topic}, "
+             f"{cfg.kafka.dead_letters_topic} at {cfg.kafka.bootstrap_servers}"
+             if cfg.kafka else f"output {out_dir}")
     print(f"support-triage: {total} tickets, {cfg.execution_mode} mode, parallelism "
           f"{cfg.parallelism}, checkpoint every {cfg.checkpoint_interval_ms} ms, store "
-          f"{cfg.store['backend']}, output {out_dir}"
+          f"{cfg.store['backend']}, {where}"
           + (f", failure injected at ticket G-{args.fail_after:06d}" if args.fail_after
              else "") + (f", chaos {args.chaos}" if args.chaos else ""), flush=True)
     started = time.time()

@@ -87,7 +87,7 @@ fi
 command -v java >/dev/null 2>&1 || die "java not found; install a JDK 17 (apt-get install openjdk-17-jdk-headless)"
 PY="${FAE_PYTHON:-$ROOT/.venv/bin/python}"
 [ -x "$PY" ] || die "no Python environment at $PY; run 'make setup' first (or set FAE_PYTHON)"
-LIB="$(cd "$ROOT" && "$PY" -m flink_agents_ext.maven "kafka-$VERSION" \
+LIB="$(cd "$ROOT" && "$PY" -c "import sys; from flink_agents_ext.maven import main; sys.exit(main())" "kafka-$VERSION" \
         "org.apache.kafka:kafka_2.13:$VERSION" \
         "org.apache.logging.log4j:log4j-core:$LOG4J_VERSION" \
         "org.apache.logging.log4j:log4j-slf4j2-impl:$LOG4J_VERSION" \
