@@ -6,12 +6,14 @@ Public names:
   checkpoint-complete, checkpoint-aborted and restore callbacks driven by real checkpoints.
 * :func:`process_with_checkpoints`: apply such a function to a ``KeyedStream``.
 * :func:`configure_environment`: prepare a ``StreamExecutionEnvironment`` (jar, Python).
-* :class:`CheckpointPayload`, :class:`SnapshotContext`: callback arguments.
+* :class:`CheckpointPayload`, :class:`SnapshotContext`, :class:`JobTimeline`: callback
+  arguments.
 """
 
 from flink_agents_ext.checkpoint import (
     CheckpointedKeyedProcessFunction,
     CheckpointPayload,
+    JobTimeline,
     SnapshotContext,
     process_with_checkpoints,
 )
@@ -22,6 +24,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CheckpointPayload",
     "CheckpointedKeyedProcessFunction",
+    "JobTimeline",
     "SnapshotContext",
     "configure_environment",
     "process_with_checkpoints",

@@ -34,6 +34,7 @@ from pyflink.datastream import OutputTag, TimeDomain
 
 from flink_agents_ext.checkpoint.bridge import CheckpointBridge
 from flink_agents_ext.checkpoint.function import CheckpointedKeyedProcessFunction
+from flink_agents_ext.checkpoint.timeline import JobTimeline
 from flink_agents_ext.keys import KeyEncodingError, encode_key
 
 
@@ -254,10 +255,23 @@ class HarnessSnapshot:
     ledger: bytes
     timers: frozenset[tuple[int, Any]] = frozenset()
     event_timers: frozenset[tuple[int, Any]] = frozenset()
+    #: the lineage the snapshot belongs to (the operator's union state)
+    lineage: str = ""
+    #: the id of the job that took the snapshot
+    job_id: str = ""
 
 
 class KeyedFunctionHarness:
     """Drives one instance (one subtask) of a checkpointed keyed function.
+
+    Args:
+        function: the function (a fresh instance).
+        keyed_state: initial keyed state, ``{state name: {key: value}}``.
+        open_function: call ``open`` (and ``open_timeline``) now.
+        job_id: the id of the simulated Flink job; a fresh start begins a lineage named
+            after it (see :class:`~flink_agents_ext.checkpoint.timeline.JobTimeline`).
+        attempt: the attempt number (``> 0``: the job restarted before any checkpoint).
+        timeline: the timeline to hand over instead (:meth:`restore` passes it).
 
     Attributes:
         outputs: records emitted on the main output, in order.
@@ -268,7 +282,8 @@ class KeyedFunctionHarness:
 
     def __init__(self, function: CheckpointedKeyedProcessFunction,
                  keyed_state: Optional[dict[str, dict[Any, Any]]] = None,
-                 open_function: bool = True) -> None:
+                 open_function: bool = True, *, job_id: str = "harness-job",
+                 attempt: int = 0, timeline: Optional[JobTimeline] = None) -> None:
         if not isinstance(function, CheckpointedKeyedProcessFunction):
             raise TypeError("the harness drives CheckpointedKeyedProcessFunction subclasses")
         self.function = function
@@ -282,8 +297,10 @@ class KeyedFunctionHarness:
         self.metrics = FakeMetricGroup()
         self.processing_time = 0
         self.bridge = CheckpointBridge(function, self._walk_changed_keys)
+        self.timeline = timeline or JobTimeline.fresh(job_id, attempt)
         if open_function:
             function.open(cast(Any, _RuntimeContext(self)))
+            self.bridge.open_timeline(self.timeline)
 
     def _walk_changed_keys(self) -> Iterator[Any]:
         keys, self._changed = list(self._changed), {}
@@ -357,7 +374,8 @@ class KeyedFunctionHarness:
         self._last_checkpoint = cid
         ledger = self.bridge.snapshot(cid)
         return HarnessSnapshot(cid, copy.deepcopy(self._state.data), ledger,
-                               frozenset(self._timers), frozenset(self._event_timers))
+                               frozenset(self._timers), frozenset(self._event_timers),
+                               self.timeline.lineage, self.timeline.job_id)
 
     def notify_complete(self, checkpoint_id: int) -> None:
         """Deliver ``notifyCheckpointComplete(checkpoint_id)``."""
@@ -367,11 +385,26 @@ class KeyedFunctionHarness:
         """Deliver ``notifyCheckpointAborted(checkpoint_id)``."""
         self.bridge.abort(checkpoint_id)
 
-    def restore(self, snapshot: HarnessSnapshot,
-                function: CheckpointedKeyedProcessFunction) -> KeyedFunctionHarness:
+    def restore(self, snapshot: HarnessSnapshot, function: CheckpointedKeyedProcessFunction,
+                *, job_id: Optional[str] = None,
+                attempt: Optional[int] = None) -> KeyedFunctionHarness:
         """A new harness for ``function`` (a fresh instance) restored from ``snapshot``:
-        its keyed state is the snapshot's, and its restore callback runs after ``open``."""
-        restored = KeyedFunctionHarness(function, snapshot.keyed_state)
+        its keyed state and timers are the snapshot's, it is handed the snapshot's lineage,
+        and its restore callback runs after ``open``.
+
+        Args:
+            job_id: ``None`` (default): a failover of this harness's job (the next attempt);
+                another id: a new job resumed from the snapshot (``flink run -s``).
+            attempt: the attempt number (default: the next one after a failover, 0 for a
+                new job).
+        """
+        same_job = job_id is None or job_id == self.timeline.job_id
+        jid = self.timeline.job_id if job_id is None else job_id
+        if attempt is None:
+            attempt = self.timeline.attempt + 1 if same_job else 0
+        timeline = JobTimeline(snapshot.lineage, jid, attempt, snapshot.checkpoint_id,
+                               snapshot.job_id)
+        restored = KeyedFunctionHarness(function, snapshot.keyed_state, timeline=timeline)
         restored._last_checkpoint = snapshot.checkpoint_id
         # Timers are part of a checkpoint; overdue ones fire as soon as time advances.
         restored._timers = set(snapshot.timers)

@@ -115,6 +115,22 @@ def final_totals(instances: list[Instance]) -> dict[str, int]:
     return totals
 
 
+def check_timeline(inst: Instance, *, restored_from: int | None = None) -> dict[str, Any]:
+    """The instance was told its job timeline once, right after open (before any element
+    and before the restore); a fresh start's lineage is its job id. Returns the event."""
+    kinds = [e["ev"] for e in inst.events]
+    assert kinds[:2] == ["open", "timeline"], kinds[:3]
+    assert kinds.count("timeline") == 1
+    [timeline] = inst.of("timeline")
+    assert len(timeline["job"]) == 32 and timeline["lineage"], timeline
+    assert timeline["cp"] == restored_from, timeline
+    if restored_from is None:
+        assert timeline["lineage"] == timeline["job"] and timeline["cp_job"] is None
+    else:
+        assert kinds[2] == "restore", kinds[:4]
+    return timeline
+
+
 def check_restore(instances: list[Instance]) -> int:
     """After a restore from checkpoint n, each key continues from the value it had in
     checkpoint n (its last change reported by a snapshot <= n of the earlier attempt).

@@ -74,6 +74,12 @@ def test_failover_restores_last_completed_checkpoint(run_probe, mode):
     last_notified = max((e["cp"] for e in failed[0].of("complete")), default=0)
     assert cp >= last_notified
     assert cp in [s["cp"] for s in failed[0].of("snap")]
+    # The job's timeline: the restarted attempt stays in the lineage the first one began,
+    # named after the job, and knows it restored the job's own checkpoint cp.
+    first = pc.check_timeline(failed[0])
+    after = pc.check_timeline(restored, restored_from=cp)
+    assert first["attempt"] == 0 and after["attempt"] >= 1
+    assert after["lineage"] == after["job"] == after["cp_job"] == first["lineage"]
     for inst in instances:
         pc.check_changed_keys(inst)
         pc.check_order_and_exactly_once(inst)
@@ -108,6 +114,8 @@ def test_parallelism_two_with_chained_python_operator(run_probe, mode):
     instances = pc.load(str(out))
     assert len(instances) == 2
     seen_keys: set[str] = set()
+    # Every subtask of a fresh job agrees on the lineage: the job id.
+    assert len({pc.check_timeline(inst)["lineage"] for inst in instances}) == 1
     for inst in instances:
         assert pc.check_changed_keys(inst) >= 2
         pc.check_order_and_exactly_once(inst)

@@ -16,6 +16,7 @@ function while PyFlink's ``StatefulOperation`` that will own it is being built, 
   ``65``        checkpoint id    checkpoint complete
   ``66``        checkpoint id    checkpoint aborted
   ``67``        checkpoint id    restore; the namespace field holds the stored ledgers
+  ``68``        (unused)         job timeline; the namespace field holds its wire form
   ============  ===============  =====================================================
 
 * returns the ledger of each snapshot to Java through PyFlink's operator-state channel: it puts
@@ -46,6 +47,7 @@ SIGNAL_SNAPSHOT = 64
 SIGNAL_COMPLETE = 65
 SIGNAL_ABORT = 66
 SIGNAL_RESTORE = 67
+SIGNAL_TIMELINE = 68
 
 #: Broadcast state that carries a snapshot's ledger to Java (Java adds PyFlink's prefix).
 RETURN_STATE_NAME = "flink-agents-ext.ledger-return"
@@ -173,6 +175,8 @@ class ProcessModeBridge:
             self.bridge.abort(checkpoint_id)
         elif code == SIGNAL_RESTORE:
             self.bridge.restore(checkpoint_id, decode_blobs(payload or b""))
+        elif code == SIGNAL_TIMELINE:
+            self.bridge.open_timeline(bytes(payload or b""))
         else:
             raise BridgeAttachError(f"unknown checkpoint-bridge signal code {code}")
 

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional
 
 from flink_agents_ext.checkpoint.function import CheckpointedKeyedProcessFunction, SnapshotContext
 from flink_agents_ext.checkpoint.ledger import PayloadLedger
+from flink_agents_ext.checkpoint.timeline import JobTimeline
 
 _log = logging.getLogger(__name__)
 
@@ -37,6 +38,19 @@ class CheckpointBridge:
         self._changed_keys = changed_keys
         self.ledger = PayloadLedger()
         self.restored_from: Optional[int] = None
+        self.timeline: Optional[JobTimeline] = None
+
+    def open_timeline(self, timeline: JobTimeline | str | bytes) -> None:
+        """Hand the subtask's job timeline (or its wire form) to the function, once."""
+        if not isinstance(timeline, JobTimeline):
+            timeline = JobTimeline.from_wire(timeline)
+        self.timeline = timeline
+        _log.info("job timeline: lineage %r, job %s, attempt %d, restored from %s",
+                  timeline.lineage, timeline.job_id, timeline.attempt,
+                  "nothing" if not timeline.restored else
+                  f"checkpoint {timeline.restored_checkpoint_id} of job "
+                  f"{timeline.restored_checkpoint_job_id}")
+        self.function.open_timeline(timeline)
 
     def snapshot(self, checkpoint_id: int) -> bytes:
         """Run the snapshot callback for ``checkpoint_id``; return the ledger to store."""

@@ -8,6 +8,7 @@ from typing import Any, Callable, Iterator, Sequence
 from pyflink.datastream.functions import KeyedProcessFunction
 
 from flink_agents_ext.checkpoint.ledger import CheckpointPayload
+from flink_agents_ext.checkpoint.timeline import JobTimeline
 
 
 class SnapshotContext:
@@ -45,6 +46,10 @@ class CheckpointedKeyedProcessFunction(KeyedProcessFunction, ABC):
     :func:`flink_agents_ext.process_with_checkpoints` instead of ``KeyedStream.process``;
     the callbacks are driven by the real checkpoints of the job, in thread and process mode.
 
+    Once per subtask, after ``open`` and before any element, :meth:`open_timeline` tells
+    the function which job timeline (lineage, job, attempt) it runs in, and whether (and
+    from which checkpoint) the job was restored; :meth:`restore_state` follows if it was.
+
     Order of events for one checkpoint ``n`` of one subtask:
 
     1. :meth:`snapshot_state` (``n``): runs where every keyed-state update made before it is
@@ -62,6 +67,17 @@ class CheckpointedKeyedProcessFunction(KeyedProcessFunction, ABC):
 
     Callbacks run on the task thread, between elements; they must not emit records.
     """
+
+    def open_timeline(self, timeline: JobTimeline) -> None:
+        """Called once after ``open``, before any element and before :meth:`restore_state`.
+
+        Args:
+            timeline: the lineage (job timeline), the job id and attempt, and the
+                checkpoint the job restored from, if any (see
+                :class:`~flink_agents_ext.checkpoint.timeline.JobTimeline`). The lineage is
+                the same in every subtask and survives failovers, rescales and savepoint
+                resumes; a fresh start begins a new one.
+        """
 
     def snapshot_state(self, context: SnapshotContext) -> Any:
         """Called when checkpoint ``context.checkpoint_id`` is taken.

@@ -36,6 +36,7 @@ from pyflink.datastream.state import ValueStateDescriptor
 from flink_agents_ext import (
     CheckpointedKeyedProcessFunction,
     CheckpointPayload,
+    JobTimeline,
     SnapshotContext,
     configure_environment,
     process_with_checkpoints,
@@ -105,6 +106,11 @@ class ProbeFunction(CheckpointedKeyedProcessFunction):
                                   payloads: Sequence[CheckpointPayload]) -> None:
         self._log({"ev": "abort", "cp": checkpoint_id,
                    "payloads": [[p.checkpoint_id, p.payload] for p in payloads]})
+
+    def open_timeline(self, timeline: JobTimeline) -> None:
+        self._log({"ev": "timeline", "lineage": timeline.lineage, "job": timeline.job_id,
+                   "attempt": timeline.attempt, "cp": timeline.restored_checkpoint_id,
+                   "cp_job": timeline.restored_checkpoint_job_id})
 
     def restore_state(self, checkpoint_id: int, payloads: Sequence[CheckpointPayload]) -> None:
         self._log({"ev": "restore", "cp": checkpoint_id,

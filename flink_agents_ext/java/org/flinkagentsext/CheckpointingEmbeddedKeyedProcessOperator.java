@@ -40,6 +40,7 @@ public class CheckpointingEmbeddedKeyedProcessOperator<K, IN, OUT>
     private final TypeInformation<IN> inputType;
 
     private transient LedgerState ledger;
+    private transient TimelineState timeline;
     private transient LinkedHashSet<Object> changedKeys;
     private transient Iterator<Object> keyCursor;
     private transient boolean bridgeOpen;
@@ -61,6 +62,7 @@ public class CheckpointingEmbeddedKeyedProcessOperator<K, IN, OUT>
         bridgeOpen = false;
         userFunctionClosed = false;
         ledger = LedgerState.initialize(context);
+        timeline = TimelineState.initialize(context, getRuntimeContext());
     }
 
     @Override
@@ -72,6 +74,7 @@ public class CheckpointingEmbeddedKeyedProcessOperator<K, IN, OUT>
                         + BRIDGE
                         + " = _fae_attach(operation, _fae_operator)\n");
         bridgeOpen = true;
+        interpreter.invokeMethod(BRIDGE, "open_timeline", timeline.wire());
         if (ledger.hasRestored()) {
             interpreter.invokeMethod(
                     BRIDGE,
@@ -137,6 +140,7 @@ public class CheckpointingEmbeddedKeyedProcessOperator<K, IN, OUT>
             }
         }
         ledger.store(blob);
+        timeline.store();
     }
 
     @Override

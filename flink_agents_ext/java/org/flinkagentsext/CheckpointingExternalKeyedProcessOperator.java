@@ -83,10 +83,12 @@ public class CheckpointingExternalKeyedProcessOperator<OUT>
     static final byte SIGNAL_COMPLETE = 65;
     static final byte SIGNAL_ABORT = 66;
     static final byte SIGNAL_RESTORE = 67;
+    static final byte SIGNAL_TIMELINE = 68;
 
     private static final byte[] NO_PAYLOAD = new byte[0];
 
     private transient LedgerState ledger;
+    private transient TimelineState timeline;
     private transient BroadcastState<ByteArrayWrapper, byte[]> returnState;
     private transient TypeSerializer<Row> signalSerializer;
     private transient ByteArrayOutputStreamWithPos signalBytes;
@@ -118,6 +120,7 @@ public class CheckpointingExternalKeyedProcessOperator<OUT>
         snapshotCheckpointId = -1L;
         snapshotLedger = null;
         ledger = LedgerState.initialize(context);
+        timeline = TimelineState.initialize(context, getRuntimeContext());
         // The same descriptor (name and serializers) PyFlink's operator state store registers for
         // a Python broadcast state of that name.
         returnState =
@@ -140,6 +143,7 @@ public class CheckpointingExternalKeyedProcessOperator<OUT>
         signalBytes = new ByteArrayOutputStreamWithPos();
         signalOut = new DataOutputViewStreamWrapper(signalBytes);
         bridgeOpen = true;
+        sendSignal(SIGNAL_TIMELINE, 0L, timeline.wire().getBytes(StandardCharsets.UTF_8));
         if (ledger.hasRestored()) {
             sendSignal(
                     SIGNAL_RESTORE,
@@ -164,6 +168,7 @@ public class CheckpointingExternalKeyedProcessOperator<OUT>
             takeSnapshot(checkpointId);
         }
         ledger.store(snapshotLedger);
+        timeline.store();
         snapshotLedger = null;
         snapshotCheckpointId = -1L;
     }
