@@ -47,37 +47,21 @@ parallelism).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import random
-import threading
-import time
-from typing import Any, Callable, Mapping, Optional, Sequence, TypeVar
+from typing import Any, Mapping, Optional
 
 import psycopg
 from psycopg import sql
 
-from flink_agents_ext.store._rows import (
-    action_from_row,
-    action_params,
-    call_params,
-    calls_from_rows,
-    id_params,
-)
-from flink_agents_ext.store.base import (
-    ActionRecord,
-    ActionStateStore,
-    CallRecord,
-    RecordId,
-    StoreConfigError,
-    StoreError,
-)
+from flink_agents_ext.store._rows import call_params
+from flink_agents_ext.store._sql import TABLES as CORE_TABLES
+from flink_agents_ext.store._sql import SQLStore, create_table
+from flink_agents_ext.store.base import CallRecord, StoreConfigError, StoreError
 
 __all__ = ["APPLICATION", "LOCK_KEY", "SCHEMA_VERSION", "PostgresStore"]
 
 _log = logging.getLogger(__name__)
-_T = TypeVar("_T")
 
 #: Version of the table layout this module reads and writes (``action_store_version``).
 SCHEMA_VERSION = 1
@@ -86,7 +70,10 @@ APPLICATION = "flink-agents-ext"
 #: Advisory lock taken while the tables are created ("FAES" << 32 | 1).
 LOCK_KEY = (0x46414553 << 32) | 1
 #: The tables of the layout, in creation order (the version row is written last).
-TABLES = ("actions", "calls", "prune_marks", "prune_boundary", "action_store_version")
+TABLES = (*CORE_TABLES, "action_store_version")
+#: Column types: text compared by code point whatever the database's collation.
+COLUMN_TYPES = {"key": 'TEXT COLLATE "C"', "text": "TEXT", "int": "BIGINT", "blob": "BYTEA",
+                "bool": "BOOLEAN"}
 
 # Connection-failure messages (libpq/server, English) that retrying cannot fix.
 _PERMANENT_CONNECT_ERRORS = (
@@ -103,54 +90,12 @@ _PERMANENT_CONNECT_ERRORS = (
     "could not translate host name",
 )
 
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS {schema}.actions (
-        namespace TEXT COLLATE "C" NOT NULL,
-        key TEXT COLLATE "C" NOT NULL,
-        seq BIGINT NOT NULL,
-        action TEXT COLLATE "C" NOT NULL,
-        occurrence BIGINT NOT NULL,
-        event BYTEA NOT NULL,
-        outputs BYTEA NOT NULL,
-        events BYTEA NOT NULL,
-        memory_updates BYTEA NOT NULL,
-        completed BOOLEAN NOT NULL,
-        PRIMARY KEY (namespace, key, seq, action, occurrence)
-    )""",
-    """CREATE TABLE IF NOT EXISTS {schema}.calls (
-        namespace TEXT COLLATE "C" NOT NULL,
-        key TEXT COLLATE "C" NOT NULL,
-        seq BIGINT NOT NULL,
-        action TEXT COLLATE "C" NOT NULL,
-        occurrence BIGINT NOT NULL,
-        position BIGINT NOT NULL,
-        function TEXT NOT NULL,
-        digest TEXT NOT NULL,
-        status TEXT NOT NULL,
-        result BYTEA,
-        error_type TEXT,
-        error_message TEXT,
-        PRIMARY KEY (namespace, key, seq, action, occurrence, position)
-    )""",
-    """CREATE TABLE IF NOT EXISTS {schema}.prune_marks (
-        namespace TEXT COLLATE "C" NOT NULL,
-        checkpoint_id BIGINT NOT NULL,
-        key TEXT COLLATE "C" NOT NULL,
-        seq BIGINT NOT NULL,
-        PRIMARY KEY (namespace, checkpoint_id, key)
-    )""",
-    """CREATE TABLE IF NOT EXISTS {schema}.prune_boundary (
-        namespace TEXT COLLATE "C" NOT NULL PRIMARY KEY,
-        checkpoint_id BIGINT NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS {schema}.action_store_version (
-        singleton BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton),
-        version INTEGER NOT NULL,
-        application TEXT NOT NULL,
-        created_at TIMESTAMPTZ NOT NULL DEFAULT now()
-    )""",
-)
-
+_CREATE_VERSION = """CREATE TABLE IF NOT EXISTS {schema}.action_store_version (
+    singleton BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (singleton),
+    version INTEGER NOT NULL,
+    application TEXT NOT NULL,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT now()
+)"""
 _FIND_TABLES = """
 SELECT c.relname FROM pg_catalog.pg_class c
 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -163,45 +108,6 @@ INSERT INTO {schema}.action_store_version (singleton, version, application)
 VALUES (TRUE, %s, %s)
 """
 
-_PUT_ACTION = """
-INSERT INTO {schema}.actions (namespace, key, seq, action, occurrence,
-                              event, outputs, events, memory_updates, completed)
-VALUES (%s, %s, %s, %s, %s, %b, %b, %b, %b, %s)
-ON CONFLICT (namespace, key, seq, action, occurrence) DO UPDATE SET
-    event = EXCLUDED.event, outputs = EXCLUDED.outputs, events = EXCLUDED.events,
-    memory_updates = EXCLUDED.memory_updates, completed = EXCLUDED.completed
-"""
-_ACTION_COLUMNS = ("namespace, key, seq, action, occurrence, event, outputs, events, "
-                   "memory_updates, completed")
-_GET_ACTION = f"""
-SELECT {_ACTION_COLUMNS} FROM {{schema}}.actions
-WHERE namespace = %s AND key = %s AND seq = %s AND action = %s AND occurrence = %s
-"""
-_GET_RUN = f"""
-SELECT {_ACTION_COLUMNS} FROM {{schema}}.actions
-WHERE namespace = %s AND key = %s AND seq = %s
-ORDER BY action COLLATE "C", occurrence
-"""
-_PUT_CALL = """
-INSERT INTO {schema}.calls (namespace, key, seq, action, occurrence, position,
-                            function, digest, status, result, error_type, error_message)
-VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %b, %s, %s)
-ON CONFLICT (namespace, key, seq, action, occurrence, position) DO UPDATE SET
-    function = EXCLUDED.function, digest = EXCLUDED.digest, status = EXCLUDED.status,
-    result = EXCLUDED.result, error_type = EXCLUDED.error_type,
-    error_message = EXCLUDED.error_message
-"""
-_GET_CALLS = """
-SELECT position, function, digest, status, result, error_type, error_message
-FROM {schema}.calls
-WHERE namespace = %s AND key = %s AND seq = %s AND action = %s AND occurrence = %s
-ORDER BY position
-"""
-_TRUNCATE_CALLS = """
-DELETE FROM {schema}.calls
-WHERE namespace = %s AND key = %s AND seq = %s AND action = %s AND occurrence = %s
-  AND position >= %s
-"""
 # One statement (one round trip, atomic) for any number of keys: the bounds arrive as two
 # arrays; each key's rows are found through the primary key index.
 _PRUNE = """
@@ -232,53 +138,6 @@ WITH taken AS (
 )
 SELECT key, max(seq) FROM taken GROUP BY key
 """
-_GET_BOUNDARY = "SELECT checkpoint_id FROM {schema}.prune_boundary WHERE namespace = %s"
-_RAISE_BOUNDARY = """
-INSERT INTO {schema}.prune_boundary (namespace, checkpoint_id) VALUES (%s, %s)
-ON CONFLICT (namespace) DO UPDATE SET
-    checkpoint_id = GREATEST(prune_boundary.checkpoint_id, EXCLUDED.checkpoint_id)
-"""
-_FORCE_BOUNDARY = """
-INSERT INTO {schema}.prune_boundary (namespace, checkpoint_id) VALUES (%s, %s)
-ON CONFLICT (namespace) DO UPDATE SET checkpoint_id = EXCLUDED.checkpoint_id
-"""
-_CLEAR = (
-    "DELETE FROM {schema}.actions WHERE namespace = %s",
-    "DELETE FROM {schema}.calls WHERE namespace = %s",
-    "DELETE FROM {schema}.prune_marks WHERE namespace = %s",
-    "DELETE FROM {schema}.prune_boundary WHERE namespace = %s",
-)
-_SIZE_NAMESPACE = """
-SELECT (SELECT count(*) FROM {schema}.actions WHERE namespace = %s)
-     + (SELECT count(*) FROM {schema}.calls WHERE namespace = %s)
-"""
-_SIZE_ALL = """
-SELECT (SELECT count(*) FROM {schema}.actions) + (SELECT count(*) FROM {schema}.calls)
-"""
-
-#: The statements of the operations, by name (``{schema}`` is filled in per store).
-_RECORDED_RUNS = """
-SELECT key, seq FROM {schema}.actions WHERE namespace = %s
-UNION SELECT key, seq FROM {schema}.calls WHERE namespace = %s
-"""
-
-_STATEMENTS = {
-    "put_action": _PUT_ACTION, "get_action": _GET_ACTION, "get_run": _GET_RUN,
-    "put_call": _PUT_CALL, "get_calls": _GET_CALLS, "truncate_calls": _TRUNCATE_CALLS,
-    "prune": _PRUNE, "add_marks": _ADD_MARKS, "take_marks": _TAKE_MARKS,
-    "get_boundary": _GET_BOUNDARY, "raise_boundary": _RAISE_BOUNDARY,
-    "force_boundary": _FORCE_BOUNDARY, "size_namespace": _SIZE_NAMESPACE, "size_all": _SIZE_ALL,
-    "recorded_runs": _RECORDED_RUNS,
-    **{f"clear_{i}": statement for i, statement in enumerate(_CLEAR)},
-}
-
-
-def _call_params(call: CallRecord) -> tuple[Any, ...]:
-    """PostgreSQL text cannot hold NUL characters: any in ``error_message`` become U+FFFD."""
-    message = call.error_message
-    if message is not None and "\x00" in message:
-        call = call._replace(error_message=message.replace("\x00", "\ufffd"))
-    return call_params(call)
 
 
 def _is_int(value: object) -> bool:
@@ -289,7 +148,7 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-class PostgresStore(ActionStateStore):
+class PostgresStore(SQLStore):
     """An :class:`ActionStateStore` in a PostgreSQL database.
 
     Args:
@@ -316,8 +175,14 @@ class PostgresStore(ActionStateStore):
             layout than this version supports.
     """
 
-    #: Longest delay between two attempts, in seconds.
-    MAX_BACKOFF_S = 5.0
+    COLUMN_TYPES = COLUMN_TYPES
+    EXTRA_STATEMENTS = {"prune_unnest": _PRUNE, "add_marks_unnest": _ADD_MARKS,
+                        "take_marks_returning": _TAKE_MARKS}
+    DRIVER_ERRORS = (psycopg.Error,)
+    #: Connection-level failures: lost connection, server shutting down or starting up, too
+    #: many connections, deadlock or serialization failure...
+    TRANSIENT_ERRORS = (psycopg.OperationalError,)
+    _log = _log
     #: ``application_name`` of the store's connections (visible in ``pg_stat_activity``).
     APPLICATION_NAME = "flink-agents-ext"
 
@@ -367,19 +232,13 @@ class PostgresStore(ActionStateStore):
         self._user = user
         self._password = password
         self._connect_timeout_s = connect_timeout_s
-        self._retries = retries
-        self._backoff_s = float(backoff_s)
         self._schema = schema
         self._where = f"{user}@{host}:{port}/{dbname}"
         if schema != "public":
             self._where += f" (schema {schema})"
-        self._quoted_schema = sql.Identifier(schema).as_string(None)
-        self._sql = {name: self._q(text) for name, text in _STATEMENTS.items()}
-        self._lock = threading.Lock()
-        self._conn: Optional[psycopg.Connection[Any]] = None
-        self._closed = False
-        self._schema_checked = False
-        self._run("open", lambda conn: None)  # connect and check/create the tables
+        # Connect and check (or create) the tables.
+        self._start(f"PostgreSQL store {self._where}", sql.Identifier(schema).as_string(None),
+                    retries=retries, backoff_s=backoff_s)
 
     # -- opening -------------------------------------------------------------------------
     @property
@@ -396,10 +255,6 @@ class PostgresStore(ActionStateStore):
         state = "closed" if self._closed else "open"
         return f"PostgresStore({self._where!r}, {state})"
 
-    def _q(self, template: str) -> str:
-        """``template`` with ``{schema}`` replaced by the quoted schema name."""
-        return template.replace("{schema}", self._quoted_schema)
-
     def _connect(self) -> psycopg.Connection[Any]:
         """A new autocommit connection to the server."""
         timeout = max(1, round(self._connect_timeout_s))
@@ -412,7 +267,7 @@ class PostgresStore(ActionStateStore):
             keepalives=1, keepalives_idle=30, keepalives_interval=10, keepalives_count=3,
             tcp_user_timeout=30000)
 
-    def _ensure_schema(self, conn: psycopg.Connection[Any]) -> None:
+    def _prepare(self, conn: psycopg.Connection[Any]) -> None:
         if self._check_schema(conn):
             return
         with conn.transaction():
@@ -424,10 +279,11 @@ class PostgresStore(ActionStateStore):
             if conn.execute(_FIND_SCHEMA, (self._schema,)).fetchone() is None:
                 # Only when missing: CREATE SCHEMA IF NOT EXISTS needs the CREATE privilege
                 # on the database even when the schema exists.
-                conn.execute(self._q("CREATE SCHEMA {schema}"))
-            for statement in _SCHEMA:
-                conn.execute(self._q(statement))
-            conn.execute(self._q(_SET_VERSION), (SCHEMA_VERSION, APPLICATION))
+                conn.execute(self._render("CREATE SCHEMA {schema}"))
+            for table in CORE_TABLES:
+                conn.execute(self._render(create_table(table, COLUMN_TYPES, True)))
+            conn.execute(self._render(_CREATE_VERSION))
+            conn.execute(self._render(_SET_VERSION), (SCHEMA_VERSION, APPLICATION))
         _log.info("PostgreSQL store %s: created the action store tables (schema version %d)",
                   self._where, SCHEMA_VERSION)
 
@@ -442,7 +298,7 @@ class PostgresStore(ActionStateStore):
                     f"state store (no action_store_version table); set the store's 'schema' "
                     f"to another schema")
             return False
-        row = conn.execute(self._q(_GET_VERSION)).fetchone()
+        row = conn.execute(self._render(_GET_VERSION)).fetchone()
         if row is None or row[1] != APPLICATION:
             raise StoreError(
                 f"PostgreSQL store {self._where}: schema {self._schema!r} is not an action "
@@ -457,7 +313,6 @@ class PostgresStore(ActionStateStore):
         # migrates older layouts here, inside the locked transaction.
         return True
 
-    # -- plumbing ------------------------------------------------------------------------
     def _redact(self, text: str) -> str:
         """``text`` without the password (defence in depth: libpq does not echo it)."""
         if self._password and len(self._password) >= 4:
@@ -465,237 +320,43 @@ class PostgresStore(ActionStateStore):
         return text
 
     def _describe(self, exc: BaseException) -> str:
-        return self._redact(" ".join(f"{type(exc).__name__}: {exc}".split()))
+        return self._redact(super()._describe(exc))
 
-    def _delay(self, attempt: int) -> float:
-        delay = min(self.MAX_BACKOFF_S, self._backoff_s * (2 ** attempt))
-        return delay * random.uniform(0.8, 1.2)
+    # -- the dialect -----------------------------------------------------------------------
+    def _transaction(self, conn: psycopg.Connection[Any]) -> Any:
+        return conn.transaction()
 
-    @staticmethod
-    def _permanent(exc: psycopg.OperationalError) -> bool:
-        """Whether a failed connection attempt cannot succeed when retried."""
+    def _read(self, conn: psycopg.Connection[Any], query: str, params: Any) -> Any:
+        return conn.execute(query, params, binary=True)  # payloads as bytes, unescaped
+
+    def _idle(self, conn: psycopg.Connection[Any]) -> bool:
+        return (not conn.closed
+                and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE)
+
+    def _permanent(self, exc: BaseException) -> bool:
         text = str(exc)
         return any(pattern in text for pattern in _PERMANENT_CONNECT_ERRORS)
 
-    def _drop_connection(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.close()
+    def _call_params(self, call: CallRecord) -> tuple[Any, ...]:
+        """PostgreSQL text cannot hold NUL characters: any in ``error_message`` are stored
+        as U+FFFD."""
+        message = call.error_message
+        if message is not None and "\x00" in message:
+            call = call._replace(error_message=message.replace("\x00", "\ufffd"))
+        return call_params(call)
 
-    def _run(self, operation: str, work: Callable[[psycopg.Connection[Any]], _T]) -> _T:
-        """Run ``work(connection)`` holding the lock; reconnect and run it again after a
-        connection-level failure (bounded retries with backoff); wrap errors in
-        :class:`StoreError`. ``work`` must be idempotent: one statement or one transaction."""
-        with self._lock:
-            attempt = 0
-            while True:
-                if self._closed:
-                    raise StoreError(
-                        f"PostgreSQL store {self._where}: {operation} on a closed store")
-                connecting = False
-                try:
-                    if self._conn is None:
-                        connecting = True
-                        self._conn = self._connect()
-                        connecting = False
-                        if not self._schema_checked:
-                            try:
-                                self._ensure_schema(self._conn)
-                            except BaseException:
-                                self._drop_connection()  # also on a refused layout
-                                raise
-                            self._schema_checked = True
-                    return work(self._conn)
-                except psycopg.OperationalError as exc:
-                    self._drop_connection()
-                    if connecting and self._permanent(exc):
-                        raise StoreError(
-                            f"PostgreSQL store {self._where}: cannot connect (not retried): "
-                            f"{self._describe(exc)}") from exc
-                    if attempt >= self._retries:
-                        raise StoreError(
-                            f"PostgreSQL store {self._where}: {operation} failed after "
-                            f"{attempt + 1} attempt(s): {self._describe(exc)}") from exc
-                    delay = self._delay(attempt)
-                    attempt += 1
-                    _log.warning(
-                        "PostgreSQL store %s: %s failed (%s); reconnecting in %.2f s "
-                        "(retry %d of %d)", self._where, operation, self._describe(exc),
-                        delay, attempt, self._retries)
-                    time.sleep(delay)
-                except psycopg.Error as exc:
-                    self._reset_if_not_idle()
-                    raise StoreError(
-                        f"PostgreSQL store {self._where}: {operation} failed: "
-                        f"{self._describe(exc)}") from exc
-                except BaseException:
-                    # A StoreError of the schema check, or e.g. KeyboardInterrupt inside a
-                    # statement: do not reuse a connection that may be in the middle of
-                    # something.
-                    self._reset_if_not_idle()
-                    raise
-
-    def _reset_if_not_idle(self) -> None:
-        conn = self._conn
-        if conn is None:
-            return
-        if conn.closed or conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-            self._drop_connection()
-
-    # -- action records ------------------------------------------------------------------
-    def put_action(self, record: ActionRecord) -> None:
-        """Insert or replace the action record ``record.id``, committed before returning."""
-        params = action_params(record)
-        query = self._sql["put_action"]
-        self._run("put_action", lambda conn: conn.execute(query, params))
-
-    def get_action(self, record_id: RecordId) -> Optional[ActionRecord]:
-        """Return the action record ``record_id``, or ``None``."""
-        query, params = self._sql["get_action"], id_params(record_id)
-        row = self._run("get_action",
-                        lambda conn: conn.execute(query, params, binary=True).fetchone())
-        return None if row is None else action_from_row(row)
-
-    def get_run(self, namespace: str, key: str, seq: int) -> list[ActionRecord]:
-        """Return every action record of one run, ordered by (action, occurrence); actions
-        compare by code point (``COLLATE "C"``)."""
-        query = self._sql["get_run"]
-        rows = self._run("get_run", lambda conn: conn.execute(
-            query, (namespace, key, seq), binary=True).fetchall())
-        return [action_from_row(row) for row in rows]
-
-    # -- durable-call journal ------------------------------------------------------------
-    def put_call(self, call: CallRecord) -> None:
-        """Insert or replace the journal entry (``call.id``, ``call.position``), committed
-        before returning. PostgreSQL text cannot hold NUL characters: any in
-        ``error_message`` are stored as U+FFFD."""
-        params = _call_params(call)
-        query = self._sql["put_call"]
-        self._run("put_call", lambda conn: conn.execute(query, params))
-
-    def put_many(self, actions: Sequence[ActionRecord], calls: Sequence[CallRecord]) -> None:
-        """Insert or replace the records, in order, in one committed transaction (the
-        statements are pipelined: one round trip per batch, not per record)."""
-        call_rows = [_call_params(call) for call in calls]
-        action_rows = [action_params(record) for record in actions]
-        if not call_rows and not action_rows:
-            return
-        put_call, put_action = self._sql["put_call"], self._sql["put_action"]
-
-        def work(conn: psycopg.Connection[Any]) -> None:
-            with conn.transaction(), conn.cursor() as cur:
-                if call_rows:
-                    cur.executemany(put_call, call_rows)
-                if action_rows:
-                    cur.executemany(put_action, action_rows)
-
-        self._run("put_many", work)
-
-    def get_calls(self, record_id: RecordId) -> list[CallRecord]:
-        """Return the journal of one action execution, ordered by position."""
-        query, params = self._sql["get_calls"], id_params(record_id)
-        rows = self._run("get_calls",
-                         lambda conn: conn.execute(query, params, binary=True).fetchall())
-        return calls_from_rows(record_id, rows)
-
-    def truncate_calls(self, record_id: RecordId, from_position: int) -> int:
-        """Delete journal entries at ``from_position`` and after; return how many."""
-        query, params = self._sql["truncate_calls"], (*id_params(record_id), from_position)
-        return self._run("truncate_calls", lambda conn: conn.execute(query, params).rowcount)
-
-    # -- pruning -------------------------------------------------------------------------
-    def prune(self, namespace: str, up_to: Mapping[str, int]) -> int:
-        """For each ``key -> seq`` delete the key's action and call records with a sequence
-        ``<= seq``, in one statement (one transaction, one round trip). Return the number of
-        rows deleted."""
-        params = {"ns": namespace, "keys": list(up_to.keys()), "seqs": list(up_to.values())}
-        query = self._sql["prune"]
-
-        def work(conn: psycopg.Connection[Any]) -> int:
-            if not params["keys"]:
-                return 0
-            row = conn.execute(query, params).fetchone()
-            return 0 if row is None else int(row[0])
-
-        return self._run("prune", work)
-
-    def add_prune_marks(self, namespace: str, checkpoint_id: int,
-                        up_to: Mapping[str, int]) -> None:
-        """Remember that checkpoint ``checkpoint_id`` captured ``key -> last completed seq``
-        (a key marked twice for one checkpoint keeps the higher sequence)."""
-        params = {"ns": namespace, "checkpoint": checkpoint_id, "keys": list(up_to.keys()),
-                  "seqs": list(up_to.values())}
-        query = self._sql["add_marks"]
-
-        def work(conn: psycopg.Connection[Any]) -> None:
-            if params["keys"]:
-                conn.execute(query, params)
-
-        self._run("add_prune_marks", work)
-
-    def take_prune_marks(self, namespace: str, up_to_checkpoint: int) -> dict[str, int]:
-        """Remove and return the marks of checkpoints ``<= up_to_checkpoint``, merged to the
-        highest sequence per key, in one statement."""
-        query = self._sql["take_marks"]
-        rows = self._run("take_prune_marks", lambda conn: conn.execute(
-            query, (namespace, up_to_checkpoint)).fetchall())
-        return {key: int(seq) for key, seq in rows}
-
-    def get_prune_boundary(self, namespace: str) -> Optional[int]:
-        """The newest checkpoint whose captured sequences were pruned, or ``None``."""
-        query = self._sql["get_boundary"]
-        row = self._run("get_prune_boundary",
-                        lambda conn: conn.execute(query, (namespace,)).fetchone())
-        return None if row is None else int(row[0])
-
-    def set_prune_boundary(self, namespace: str, checkpoint_id: int, *,
-                           force: bool = False) -> None:
-        """Raise the prune boundary to ``checkpoint_id`` (never lower it unless ``force``)."""
-        query = self._sql["force_boundary" if force else "raise_boundary"]
-        self._run("set_prune_boundary",
-                  lambda conn: conn.execute(query, (namespace, checkpoint_id)))
-
-    # -- housekeeping --------------------------------------------------------------------
-    def clear_namespace(self, namespace: str) -> int:
-        """Delete every record, mark and the boundary of ``namespace`` in one transaction;
-        return the number of action and call records deleted."""
-        queries = [self._sql[f"clear_{i}"] for i in range(len(_CLEAR))]
-
-        def work(conn: psycopg.Connection[Any]) -> int:
-            counts = []
-            with conn.transaction():
-                for query in queries:
-                    counts.append(conn.execute(query, (namespace,)).rowcount)
-            return counts[0] + counts[1]
-
-        return self._run("clear_namespace", work)
-
-    def recorded_runs(self, namespace: str) -> set[tuple[str, int]]:
-        """The (key, seq) pairs that have any action or call record in ``namespace``."""
-        query = self._sql["recorded_runs"]
-        rows = self._run("recorded_runs",
-                         lambda conn: conn.execute(query, (namespace, namespace)).fetchall())
-        return {(str(key), int(seq)) for key, seq in rows}
-
-    def size(self, namespace: Optional[str] = None) -> int:
-        """Number of action and call records (of one namespace, or all)."""
-        params: tuple[str, ...] = ()
-        query = self._sql["size_all"]
-        if namespace is not None:
-            query, params = self._sql["size_namespace"], (namespace, namespace)
-        row = self._run("size", lambda conn: conn.execute(query, params).fetchone())
+    # -- bulk operations: one statement with array parameters, one round trip ---------------
+    def _prune_keys(self, conn: Any, namespace: str, up_to: Mapping[str, int]) -> int:
+        row = conn.execute(self._sql["prune_unnest"], {"ns": namespace, "keys": list(up_to),
+                                             "seqs": list(up_to.values())}).fetchone()
         return 0 if row is None else int(row[0])
 
-    def close(self) -> None:
-        """Close the connection. Idempotent; any later use raises :class:`StoreError`."""
-        with self._lock:
-            self._closed = True
-            conn, self._conn = self._conn, None
-            if conn is None:
-                return
-            try:
-                conn.close()
-            except psycopg.Error as exc:
-                raise StoreError(f"PostgreSQL store {self._where}: close failed: "
-                                 f"{self._describe(exc)}") from exc
+    def _add_marks(self, conn: Any, namespace: str, checkpoint_id: int,
+                   up_to: Mapping[str, int]) -> None:
+        conn.execute(self._sql["add_marks_unnest"], {"ns": namespace, "checkpoint": checkpoint_id,
+                                           "keys": list(up_to), "seqs": list(up_to.values())})
+
+    def _take_marks(self, conn: Any, namespace: str, up_to_checkpoint: int) -> list[Any]:
+        # DELETE ... RETURNING: marks added concurrently are either taken or kept.
+        return list(conn.execute(self._sql["take_marks_returning"],
+                                 (namespace, up_to_checkpoint)).fetchall())
