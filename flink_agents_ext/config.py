@@ -4,8 +4,10 @@ A configuration file has these sections (see ``conf/local.yaml`` and ``conf/clus
 
     job:        name, namespace, parallelism, execution_mode (thread|process)
     checkpoints: interval_ms, retention, dir (optional), restart_attempts
-    store:      backend (sqlite|postgres), the backend's settings, and commit (each|group)
-                with commit_interval_ms and commit_max_records for group commit
+    store:      backend and the backend's settings, and commit (each|group) with
+                commit_interval_ms and commit_max_records for group commit: exactly what
+                :func:`flink_agents_ext.store.open_store` accepts (the backends declare
+                their settings in :mod:`flink_agents_ext.store.settings`)
     input:      path (file or directory of JSON lines, optional), generate (count), rate
     output:     dir
     kafka:      (optional) bootstrap_servers, input_topic, results_topic, dead_letters_topic,
@@ -26,10 +28,11 @@ from typing import Any, Mapping, Optional, cast
 
 import yaml
 
+from flink_agents_ext.environment import EXECUTION_MODES
 from flink_agents_ext.errors import FlinkAgentsExtError
-
-EXECUTION_MODES = ("thread", "process")
-BACKENDS = ("sqlite", "postgres")
+from flink_agents_ext.pruning import check_retention
+from flink_agents_ext.store.base import StoreConfigError
+from flink_agents_ext.store.settings import BACKENDS, COMMIT_SETTINGS, validate
 
 
 class ConfigError(FlinkAgentsExtError, ValueError):
@@ -136,10 +139,6 @@ class JobConfig:
         """The store settings for :func:`flink_agents_ext.store.open_store`."""
         return dict(self.store)
 
-    def redacted(self) -> dict[str, Any]:
-        """The configuration as a dict fit for logs (no password can be in it)."""
-        return {k: v for k, v in self.__dict__.items() if k != "source"}
-
 
 def load_config(path: str | os.PathLike[str],
                 overrides: Optional[Mapping[str, Any]] = None) -> JobConfig:
@@ -187,37 +186,7 @@ def _parse(source: str, raw: dict[str, Any]) -> JobConfig:
     out = root.section("output")
     out.check_unknown({"dir"})
 
-    backend = store.get("backend", str, choices=BACKENDS)
-    commit_keys = {"commit", "commit_interval_ms", "commit_max_records"}
-    if backend == "sqlite":
-        store.check_unknown({"backend", "path", "synchronous", *commit_keys})
-        store_settings = {"backend": "sqlite", "path": store.get("path", str)}
-        if "synchronous" in store.data:
-            store_settings["synchronous"] = store.get(
-                "synchronous", str, choices=("OFF", "NORMAL", "FULL", "EXTRA"))
-    else:
-        store.check_unknown({"backend", "host", "port", "dbname", "user", "password_env",
-                             "connect_timeout_s", "retries", *commit_keys})
-        store_settings = {
-            "backend": "postgres",
-            "host": store.get("host", str),
-            "port": store.get("port", int, minimum=1),
-            "dbname": store.get("dbname", str),
-            "user": store.get("user", str),
-            "password_env": store.get("password_env", str, default=""),
-            "connect_timeout_s": store.get("connect_timeout_s", int, default=5, minimum=1),
-            "retries": store.get("retries", int, default=5, minimum=0),
-        }
-    store_settings["commit"] = store.get("commit", str, default="each",
-                                         choices=("each", "group"))
-    if store_settings["commit"] == "group":
-        store_settings["commit_interval_ms"] = store.get("commit_interval_ms", int,
-                                                         default=50, minimum=1)
-        store_settings["commit_max_records"] = store.get("commit_max_records", int,
-                                                         default=10_000, minimum=1)
-    elif commit_keys & set(store.data) - {"commit"}:
-        raise ConfigError(f"{source}: store.commit_interval_ms and store.commit_max_records "
-                          f"need store.commit: group")
+    store_settings = _store_settings(store)
     generate = inp.get("generate", int, default=0, minimum=0)
     input_path = inp.get("path", str, default=None)
     if not input_path and not generate:
@@ -229,7 +198,7 @@ def _parse(source: str, raw: dict[str, Any]) -> JobConfig:
         execution_mode=job.get("execution_mode", str, default="thread",
                                choices=EXECUTION_MODES),
         checkpoint_interval_ms=cps.get("interval_ms", int, minimum=10),
-        retention=cps.get("retention", int, default=1, minimum=1),
+        retention=_retention(cps),
         checkpoint_dir=cps.get("dir", str, default=None),
         restart_attempts=cps.get("restart_attempts", int, default=3, minimum=0),
         store=store_settings,
@@ -240,6 +209,28 @@ def _parse(source: str, raw: dict[str, Any]) -> JobConfig:
         source=source,
         kafka=_parse_kafka(root.section("kafka")) if "kafka" in raw else None,
     )
+
+
+def _store_settings(store: _Section) -> dict[str, Any]:
+    """The ``store`` section: a backend and exactly the settings it declares
+    (:mod:`flink_agents_ext.store.settings`), checked as :func:`open_store` checks them."""
+    backend = store.get("backend", str, choices=tuple(BACKENDS))
+    declared = (*BACKENDS[backend].settings, *COMMIT_SETTINGS)
+    store.check_unknown({"backend", *(setting.name for setting in declared)})
+    try:
+        validate(store.data)
+    except StoreConfigError as exc:
+        where = store._where(exc.setting) if exc.setting else f"{store.source}: 'store'"
+        raise ConfigError(f"{where} {exc.problem}") from exc
+    return {key: value for key, value in store.data.items() if value is not None}
+
+
+def _retention(checkpoints: _Section) -> int:
+    where = checkpoints._where("retention")
+    try:
+        return check_retention(checkpoints.get("retention", int, default=1), where)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def _parse_kafka(section: _Section) -> KafkaSettings:

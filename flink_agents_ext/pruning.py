@@ -31,6 +31,18 @@ class RestoreBoundaryError(FlinkAgentsExtError):
     """A restore from a checkpoint older than what the store has pruned to."""
 
 
+def check_retention(retention: object, name: str = "retention") -> int:
+    """``retention`` (completed checkpoints that stay restorable) if it is an integer >= 1;
+    ``name`` is what the message calls it.
+
+    Raises:
+        ValueError: it is not.
+    """
+    if isinstance(retention, bool) or not isinstance(retention, int) or retention < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {retention!r}")
+    return retention
+
+
 def merge_max(into: dict[str, int], marks: Mapping[str, Any]) -> dict[str, int]:
     """Merge ``key -> seq`` marks into ``into``, keeping the highest sequence per key."""
     for key, seq in marks.items():
@@ -56,11 +68,9 @@ class PrunePolicy:
 
     def __init__(self, store: ActionStateStore, namespace: str, retention: int = 1,
                  allow_reexecution: bool = False) -> None:
-        if not isinstance(retention, int) or retention < 1:
-            raise ValueError(f"retention must be an integer >= 1, got {retention!r}")
         self.store = store
         self.namespace = namespace
-        self.retention = retention
+        self.retention = check_retention(retention)
         self.allow_reexecution = allow_reexecution
         self._carry: dict[str, int] = {}
         self._completed: deque[int] = deque(maxlen=retention)

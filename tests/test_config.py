@@ -8,6 +8,14 @@ import pytest
 import yaml
 
 from flink_agents_ext.config import ConfigError, load_config
+from flink_agents_ext.store import (
+    BACKENDS,
+    COMMIT_SETTINGS,
+    GroupCommitStore,
+    StoreConfigError,
+    check_store_config,
+    open_store,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -69,7 +77,8 @@ def test_other_errors(tmp_path: Path) -> None:
         load_config(write(tmp_path, data))
     data = base()
     data["checkpoints"]["retention"] = 0
-    with pytest.raises(ConfigError, match=r"'checkpoints\.retention' must be >= 1"):
+    with pytest.raises(ConfigError,
+                       match=r"'checkpoints\.retention' must be an integer >= 1, got 0"):
         load_config(write(tmp_path, data))
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(write(tmp_path, "job: [unclosed"))
@@ -89,20 +98,60 @@ def test_overrides_apply_and_are_checked(tmp_path: Path) -> None:
 
 
 def test_store_commit_settings(tmp_path: Path) -> None:
-    assert load_config(ROOT / "conf" / "local.yaml").store["commit"] == "each"
+    assert "commit" not in load_config(ROOT / "conf" / "local.yaml").store  # default: each
     data = base()
-    data["store"].update(commit="group", commit_interval_ms=20)
-    store = load_config(write(tmp_path, data)).store
-    assert (store["commit"], store["commit_interval_ms"], store["commit_max_records"]) == \
-        ("group", 20, 10_000)
+    data["store"].update(commit="group", commit_interval_ms=20,
+                         path=str(tmp_path / "actions.db"))
+    settings = load_config(write(tmp_path, data)).store_settings()
+    assert (settings["commit"], settings["commit_interval_ms"]) == ("group", 20)
+    with open_store(settings) as store:  # the defaults are the store's own
+        assert isinstance(store, GroupCommitStore)
+        assert (store.interval_s, store.max_records) == (0.02, 10_000)
     data["store"]["commit"] = "never"
     with pytest.raises(ConfigError, match=r"'store\.commit' must be one of each, group"):
         load_config(write(tmp_path, data))
     data = base()
     data["store"]["commit_max_records"] = 5
-    with pytest.raises(ConfigError, match=r"need store\.commit: group"):
+    with pytest.raises(ConfigError, match=r"'store\.commit_max_records' is set but commit is "
+                                          r"each \(.* need commit: group\)"):
         load_config(write(tmp_path, data))
     data = base()
     data["store"].update(commit="group", commit_interval_ms=0)
-    with pytest.raises(ConfigError, match=r"'store\.commit_interval_ms' must be >= 1"):
+    with pytest.raises(ConfigError,
+                       match=r"'store\.commit_interval_ms' must be an integer >= 1, got int 0"):
         load_config(write(tmp_path, data))
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_store_section_accepts_exactly_the_declared_settings(tmp_path: Path,
+                                                            backend: str) -> None:
+    # Every setting open_store accepts is accepted in YAML, and nothing else.
+    declared = [s.name for s in (*BACKENDS[backend].settings, *COMMIT_SETTINGS)]
+    data = base()
+    data["store"] = {"backend": backend, **{name: VALUES[name] for name in declared}}
+    assert load_config(write(tmp_path, data)).store_settings() == data["store"]
+    data["store"]["bogus"] = 1
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) in 'store': bogus"):
+        load_config(write(tmp_path, data))
+
+
+#: A valid value of every declared store setting.
+VALUES = {"path": "x.db", "synchronous": "FULL", "busy_timeout_ms": 500, "host": "db",
+          "port": 5432, "dbname": "d", "user": "u", "password_env": "PW",
+          "connect_timeout_s": 2.5, "retries": 1, "backoff_s": 0.5, "schema": "jobs",
+          "commit": "group", "commit_interval_ms": 10, "commit_max_records": 100}
+
+
+@pytest.mark.parametrize(("setting", "value", "message"), [
+    ("busy_timeout_ms", -1, r"'store\.busy_timeout_ms' must be an integer >= 0, got int -1"),
+    ("synchronous", "SOMETIMES", r"'store\.synchronous' must be one of OFF, NORMAL"),
+    ("path", "", r"'store\.path' must be a non-empty string"),
+])
+def test_store_values_are_checked_as_the_store_checks_them(tmp_path: Path, setting: str,
+                                                           value: object, message: str) -> None:
+    data = base()
+    data["store"][setting] = value
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, data))
+    with pytest.raises(StoreConfigError, match=f"'{setting}'"):
+        check_store_config({"backend": "sqlite", "path": "x.db", setting: value})

@@ -23,9 +23,14 @@ from flink_agents_ext.actions.runner import (
 from flink_agents_ext.checkpoint.function import CheckpointedKeyedProcessFunction, SnapshotContext
 from flink_agents_ext.checkpoint.ledger import CheckpointPayload
 from flink_agents_ext.keys import KeyEncodingError, encode_key
-from flink_agents_ext.pruning import PrunePolicy
+from flink_agents_ext.pruning import PrunePolicy, check_retention
 from flink_agents_ext.serde import JsonSerializer, Serializer
-from flink_agents_ext.store import ActionStateStore, StoreConfigError, open_store
+from flink_agents_ext.store import (
+    ActionStateStore,
+    StoreConfigError,
+    check_store_config,
+    open_store,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -70,7 +75,9 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
         agent: the actions.
         store: store configuration (``{"backend": "sqlite", "path": ...}``, see
             :func:`flink_agents_ext.store.open_store`) or a zero-argument factory; opened in
-            each subtask's ``open``.
+            each subtask's ``open``. A configuration is checked here
+            (:func:`flink_agents_ext.store.check_store_config`): a bad one raises
+            :class:`~flink_agents_ext.store.StoreConfigError` naming the setting.
         namespace: the job's namespace in the store; jobs sharing a database need distinct
             namespaces. Keep it across restores of the same job; a job started fresh (not
             restored) needs an empty one (``ActionStateStore.clear_namespace``): records of
@@ -110,10 +117,11 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
         if on_action_error not in ON_ACTION_ERROR:
             raise ValueError(f"on_action_error must be one of {ON_ACTION_ERROR}, "
                              f"got {on_action_error!r}")
-        if not callable(store) and not isinstance(store, Mapping):
+        if isinstance(store, Mapping):
+            check_store_config(store)  # fail here, on the client, not in every task's open
+        elif not callable(store):
             raise StoreConfigError("store must be a configuration mapping or a factory")
-        if not isinstance(retention, int) or retention < 1:
-            raise ValueError(f"retention must be an integer >= 1, got {retention!r}")
+        check_retention(retention)
         self.agent = agent
         self.store_spec = store
         self.namespace = namespace

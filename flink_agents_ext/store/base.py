@@ -41,7 +41,18 @@ class StoreError(FlinkAgentsExtError):
 
 
 class StoreConfigError(StoreError):
-    """The store configuration is invalid (unknown backend, missing setting...)."""
+    """The store configuration is invalid (unknown backend, missing setting...).
+
+    Attributes:
+        setting: the bad setting's name, when one setting is to blame, else ``None``.
+        problem: what is wrong with it (e.g. ``"must be an integer >= 0, got str '1'"``).
+    """
+
+    def __init__(self, message: str, *, setting: Optional[str] = None,
+                 problem: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.setting = setting
+        self.problem = problem or message
 
 
 class RecordId(NamedTuple):

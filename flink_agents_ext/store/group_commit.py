@@ -42,17 +42,14 @@ from flink_agents_ext.store.base import (
     CallRecord,
     CallStatus,
     RecordId,
-    StoreConfigError,
     StoreError,
 )
+from flink_agents_ext.store.settings import COMMIT_MODES, check_settings
 
 __all__ = ["COMMIT_MODES", "GroupCommitStore"]
 
 _log = logging.getLogger(__name__)
 
-#: Accepted values of the store setting ``commit``: ``"each"`` (every put is committed
-#: before it returns; the default) and ``"group"`` (this module).
-COMMIT_MODES = ("each", "group")
 
 
 class GroupCommitStore(ActionStateStore):
@@ -69,14 +66,7 @@ class GroupCommitStore(ActionStateStore):
 
     def __init__(self, inner: ActionStateStore, *, interval_ms: int = 50,
                  max_records: int = 10_000) -> None:
-        if isinstance(interval_ms, bool) or not isinstance(interval_ms, int) or interval_ms < 1:
-            raise StoreConfigError(
-                f"store setting 'commit_interval_ms' must be an integer >= 1, "
-                f"got {interval_ms!r}")
-        if isinstance(max_records, bool) or not isinstance(max_records, int) or max_records < 1:
-            raise StoreConfigError(
-                f"store setting 'commit_max_records' must be an integer >= 1, "
-                f"got {max_records!r}")
+        check_settings(None, commit_interval_ms=interval_ms, commit_max_records=max_records)
         self.inner = inner
         self.interval_s = interval_ms / 1000.0
         self.max_records = max_records

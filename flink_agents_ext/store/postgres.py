@@ -58,6 +58,7 @@ from flink_agents_ext.store._rows import call_params
 from flink_agents_ext.store._sql import TABLES as CORE_TABLES
 from flink_agents_ext.store._sql import SQLStore, create_table
 from flink_agents_ext.store.base import CallRecord, StoreConfigError, StoreError
+from flink_agents_ext.store.settings import check_settings
 
 __all__ = ["APPLICATION", "LOCK_KEY", "SCHEMA_VERSION", "PostgresStore"]
 
@@ -140,14 +141,6 @@ SELECT key, max(seq) FROM taken GROUP BY key
 """
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 class PostgresStore(SQLStore):
     """An :class:`ActionStateStore` in a PostgreSQL database.
 
@@ -190,28 +183,9 @@ class PostgresStore(SQLStore):
                  password_env: str = "", password: Optional[str] = None,
                  connect_timeout_s: float = 5, retries: int = 5, backoff_s: float = 0.2,
                  schema: str = "public") -> None:
-        for name, value in (("host", host), ("dbname", dbname), ("user", user),
-                            ("schema", schema)):
-            if not isinstance(value, str) or not value:
-                raise StoreConfigError(
-                    f"PostgreSQL store {name} must be a non-empty string, got {value!r}")
-        if not _is_int(port) or not 0 < port < 65536:
-            raise StoreConfigError(
-                f"PostgreSQL store port must be an integer in 1..65535, got {port!r}")
-        if not _is_number(connect_timeout_s) or connect_timeout_s <= 0:
-            raise StoreConfigError(
-                f"PostgreSQL store connect_timeout_s must be a number > 0, "
-                f"got {connect_timeout_s!r}")
-        if not _is_int(retries) or retries < 0:
-            raise StoreConfigError(
-                f"PostgreSQL store retries must be an integer >= 0, got {retries!r}")
-        if not _is_number(backoff_s) or backoff_s < 0:
-            raise StoreConfigError(
-                f"PostgreSQL store backoff_s must be a number >= 0, got {backoff_s!r}")
-        if not isinstance(password_env, str):
-            raise StoreConfigError(
-                f"PostgreSQL store password_env must be the name of an environment variable, "
-                f"got {type(password_env).__name__}")
+        check_settings("postgres", host=host, port=port, dbname=dbname, user=user,
+                       password_env=password_env, connect_timeout_s=connect_timeout_s,
+                       retries=retries, backoff_s=backoff_s, schema=schema)
         if password is not None and not isinstance(password, str):
             # The value is a secret: name its type only.
             raise StoreConfigError(

@@ -36,7 +36,8 @@ from collections import deque
 from typing import Any, Iterator, Mapping
 
 from flink_agents_ext.store._sql import TABLES, SQLStore, create_table
-from flink_agents_ext.store.base import StoreConfigError, StoreError
+from flink_agents_ext.store.base import StoreError
+from flink_agents_ext.store.settings import SYNCHRONOUS_MODES, check_settings
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SYNCHRONOUS_MODES", "SQLiteStore"]
 
@@ -46,8 +47,6 @@ _log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 #: ``PRAGMA application_id`` of an action-store file ("FAES"), to refuse foreign files.
 APPLICATION_ID = 0x46414553
-#: Accepted values of the ``synchronous`` setting.
-SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 
 
 class SQLiteStore(SQLStore):
@@ -91,16 +90,8 @@ class SQLiteStore(SQLStore):
 
     def __init__(self, path: str, *, synchronous: str = "NORMAL",
                  busy_timeout_ms: int = 10000) -> None:
-        if not isinstance(path, str) or not path:
-            raise StoreConfigError(f"SQLite store path must be a non-empty string, got {path!r}")
-        if not isinstance(synchronous, str) or synchronous.upper() not in SYNCHRONOUS_MODES:
-            raise StoreConfigError(
-                f"SQLite store synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, "
-                f"got {synchronous!r}")
-        if (isinstance(busy_timeout_ms, bool) or not isinstance(busy_timeout_ms, int)
-                or busy_timeout_ms < 0):
-            raise StoreConfigError(
-                f"SQLite store busy_timeout_ms must be an integer >= 0, got {busy_timeout_ms!r}")
+        check_settings("sqlite", path=path, synchronous=synchronous,
+                       busy_timeout_ms=busy_timeout_ms)
         self._path = path
         self._synchronous = synchronous.upper()
         self._busy_timeout_ms = busy_timeout_ms

@@ -1,0 +1,105 @@
+"""The store configuration is checked when the function is built, before any job starts:
+:func:`check_store_config` on real paths, and :class:`DurableAgentFunction` calling it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from flink_agents_ext.actions import INPUT, Agent, DurableAgentFunction
+from flink_agents_ext.store import SQLiteStore, StoreConfigError, StoreError, check_store_config
+
+
+def agent() -> Agent:
+    a = Agent("cfg")
+
+    @a.action(on=INPUT)
+    def echo(event: Any, ctx: Any) -> None:
+        ctx.emit(event)
+
+    return a
+
+
+def build(store: Any) -> DurableAgentFunction:
+    return DurableAgentFunction(agent(), store, namespace="ns")
+
+
+@pytest.mark.parametrize(("store", "setting", "message"), [
+    ({"backend": "sqlit", "path": "x.db"}, "backend",
+     r"'backend' must be one of \['sqlite', 'postgres'\], got 'sqlit'"),
+    ({"backend": "sqlite"}, "path", r"'path' is missing"),
+    ({"backend": "sqlite", "path": "x.db", "synchronous": "fast"}, "synchronous",
+     r"'synchronous' must be one of OFF, NORMAL, FULL, EXTRA, got str 'fast'"),
+    ({"backend": "sqlite", "path": "x.db", "busy_timeout_ms": "5"}, "busy_timeout_ms",
+     r"'busy_timeout_ms' must be an integer >= 0, got str '5'"),
+    ({"backend": "postgres", "host": "db", "port": 0, "dbname": "d", "user": "u"}, "port",
+     r"'port' must be an integer in 1..65535, got int 0"),
+    ({"backend": "postgres", "port": 5432, "dbname": "d", "user": "u"}, "host",
+     r"'host' is missing"),
+    ({"backend": "sqlite", "path": "x.db", "commit": "group", "commit_interval_ms": 0},
+     "commit_interval_ms", r"'commit_interval_ms' must be an integer >= 1"),
+])
+def test_bad_store_config_fails_when_the_function_is_built(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store: dict[str, Any], setting: str,
+        message: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(StoreConfigError, match=message) as info:
+        build(store)
+    assert info.value.setting == setting
+    assert list(tmp_path.iterdir()) == []  # nothing was opened or created
+
+
+def test_unknown_setting_is_named(tmp_path: Path) -> None:
+    with pytest.raises(StoreConfigError, match=r"unknown store setting\(s\) 'pth'"):
+        build({"backend": "sqlite", "path": str(tmp_path / "a.db"), "pth": "b.db"})
+
+
+def test_directory_as_sqlite_path(tmp_path: Path) -> None:
+    with pytest.raises(StoreConfigError, match=f"'path' is a directory: {tmp_path}"):
+        build({"backend": "sqlite", "path": str(tmp_path)})
+
+
+def test_sqlite_path_below_a_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    path = blocker / "sub" / "a.db"
+    with pytest.raises(StoreConfigError,
+                       match=f"'path' cannot be created: {blocker} is not a directory"):
+        build({"backend": "sqlite", "path": str(path)})
+    check_store_config({"backend": "sqlite", "path": str(path)}, environment=False)
+    with pytest.raises(StoreError, match="cannot create directory"):  # found by the task
+        SQLiteStore(str(path))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into any directory")
+def test_unwritable_sqlite_directory(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    try:
+        with pytest.raises(StoreConfigError, match="'path' cannot be created: directory"):
+            build({"backend": "sqlite", "path": str(locked / "deeper" / "a.db")})
+    finally:
+        locked.chmod(0o700)
+
+
+def test_good_configs_pass_without_touching_anything(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "dirs" / "a.db"
+    fn = build({"backend": "sqlite", "path": str(path), "synchronous": "full",
+                "commit": "group", "commit_max_records": 10})
+    assert fn.store_spec["path"] == str(path)
+    assert not (tmp_path / "new").exists()
+    check_store_config({"backend": "sqlite", "path": ":memory:"})
+    # PostgreSQL: the settings only; the server and the password variable are the task's.
+    check_store_config({"backend": "postgres", "host": "nowhere.invalid", "port": 5432,
+                        "dbname": "d", "user": "u", "password_env": "FAE_NO_SUCH_VARIABLE"})
+    build(lambda: SQLiteStore(":memory:"))  # a factory is the caller's business
+
+
+def test_not_a_mapping() -> None:
+    with pytest.raises(StoreConfigError, match="mapping or a factory"):
+        build("sqlite:///x.db")
+    with pytest.raises(StoreConfigError, match="must be a mapping"):
+        check_store_config("sqlite:///x.db")  # type: ignore[arg-type]
