@@ -64,7 +64,7 @@ bench: jar
 clean:
 	rm -rf flink_agents_ext/_build build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
 
-# ---- cluster: a local standalone Flink cluster (scripts/cluster.sh; docs/cluster.md) ---------
+# ---- cluster: a local standalone Flink cluster (scripts/cluster.sh; README "Running on a standalone Flink cluster")
 # make cluster-start cluster-submit cluster-checkpoints cluster-savepoint cluster-resume \
 #      cluster-wait cluster-summary cluster-stop      (CONFIG=... for another job profile)
 # The cluster's state lives in out/cluster (FAE_CLUSTER_DIR); REST/web UI on :8081.

@@ -29,14 +29,10 @@ from typing import Any, Mapping, Optional, cast
 import yaml
 
 from flink_agents_ext.environment import EXECUTION_MODES
-from flink_agents_ext.errors import FlinkAgentsExtError
+from flink_agents_ext.errors import ConfigError
 from flink_agents_ext.pruning import check_retention
 from flink_agents_ext.store.base import StoreConfigError
 from flink_agents_ext.store.settings import BACKENDS, COMMIT_SETTINGS, validate
-
-
-class ConfigError(FlinkAgentsExtError, ValueError):
-    """A configuration file is missing, malformed, or has a bad key or value."""
 
 
 class _Section:

@@ -29,5 +29,15 @@ class PayloadSerializationError(CheckpointLedgerError):
     """A snapshot payload is neither ``bytes`` nor a JSON-serialisable value."""
 
 
+class ConfigError(FlinkAgentsExtError, ValueError):
+    """A job configuration file (:mod:`flink_agents_ext.config`) is missing, malformed, or
+    has a bad key or value; the message names the file and the key."""
+
+
+class RestoreBoundaryError(FlinkAgentsExtError):
+    """A restore from a checkpoint older than what the store has pruned to (see
+    :mod:`flink_agents_ext.pruning`); completed actions would run again."""
+
+
 class BridgeAttachError(FlinkAgentsExtError):
     """The Java operator could not find a :class:`CheckpointedKeyedProcessFunction` to drive."""

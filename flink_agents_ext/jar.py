@@ -56,7 +56,13 @@ def _digest(sources: list[Path]) -> str:
     return h.hexdigest()[:12]
 
 
-def _tool(name: str) -> str:
+def java_tool(name: str) -> str:
+    """The path of the JDK tool ``name`` (``javac``, ``jar``, ``javap``...): in
+    ``$JAVA_HOME/bin``, else on ``PATH``.
+
+    Raises:
+        JavaToolchainError: it is in neither.
+    """
     candidates = []
     java_home = os.environ.get("JAVA_HOME")
     if java_home:
@@ -107,7 +113,7 @@ def jar_url() -> str:
 
 
 def _build(sources: list[Path], target: Path) -> None:
-    javac, jar = _tool("javac"), _tool("jar")
+    javac, jar = java_tool("javac"), java_tool("jar")
     target.parent.mkdir(parents=True, exist_ok=True)
     _log.info("building %s from %d Java sources", target.name, len(sources))
     with tempfile.TemporaryDirectory(prefix="fae-javac-") as tmp:

@@ -21,14 +21,10 @@ from collections import deque
 from typing import Any, Mapping, Optional, Sequence
 
 from flink_agents_ext.checkpoint.ledger import CheckpointPayload
-from flink_agents_ext.errors import FlinkAgentsExtError
+from flink_agents_ext.errors import RestoreBoundaryError
 from flink_agents_ext.store.base import ActionStateStore
 
 _log = logging.getLogger(__name__)
-
-
-class RestoreBoundaryError(FlinkAgentsExtError):
-    """A restore from a checkpoint older than what the store has pruned to."""
 
 
 def check_retention(retention: object, name: str = "retention") -> int:
@@ -74,7 +70,6 @@ class PrunePolicy:
         self.allow_reexecution = allow_reexecution
         self._carry: dict[str, int] = {}
         self._completed: deque[int] = deque(maxlen=retention)
-        self.pruned_records = 0
 
     def snapshot_payload(self, changed: Mapping[str, int]) -> dict[str, int]:
         """The payload for a snapshot: ``changed`` plus marks carried over from aborts."""
@@ -114,7 +109,6 @@ class PrunePolicy:
         # old restore is refused although its records are still there), never one too low.
         self.store.set_prune_boundary(self.namespace, checkpoint_id)
         deleted = self.store.prune(self.namespace, marks)
-        self.pruned_records += deleted
         _log.debug("checkpoint %d: pruned %d records of %d keys", checkpoint_id, deleted,
                    len(marks))
         return deleted

@@ -20,6 +20,7 @@ from flink_agents_ext.actions.runner import (
     RunResult,
     execute_run,
 )
+from flink_agents_ext.errors import RestoreBoundaryError
 
 __all__ = [
     "DEAD_LETTER_TAG",
@@ -33,6 +34,7 @@ __all__ = [
     "Event",
     "Memory",
     "ReplayedCallError",
+    "RestoreBoundaryError",
     "RetryableActionError",
     "RunResult",
     "durable_name",

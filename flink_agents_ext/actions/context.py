@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
-from typing import Any, Awaitable, Callable, Iterator, Optional, TypeVar
+from typing import Any, Awaitable, Callable, Iterator, NamedTuple, Optional, TypeVar
 
 from flink_agents_ext.errors import FlinkAgentsExtError
 from flink_agents_ext.keys import KeyEncodingError, digest_call
@@ -171,8 +172,6 @@ class CallStats:
     def __init__(self) -> None:
         self.executed = 0
         self.replayed = 0
-        self.reconciled = 0
-        self.nondeterministic = 0
 
 
 class ActionContext:
@@ -200,6 +199,7 @@ class ActionContext:
         self._journal = journal
         self._position = 0
         self._stats = stats
+        self._io = _CallIO(record_id, store, serializer, journal, stats, self._describe)
         self.outputs: list[Any] = []
         self.events: list[tuple[str, Any]] = []
 
@@ -254,14 +254,9 @@ class ActionContext:
         step = self._begin(fn, reconciler, args, kwargs)
         if step.hit:
             return step.replayed()
-        step.before_call()
-        try:
+        with step.calling():
             result = step.fn(*args, **kwargs)
-        except Exception as exc:
-            step.failed(exc)
-            raise
-        step.returned(result)
-        return result
+        return step.returned(result)
 
     async def _call_async(self, fn: Callable[..., Awaitable[T]],
                           reconciler: Optional[Callable[..., Awaitable[T]]],
@@ -269,14 +264,9 @@ class ActionContext:
         step = self._begin(fn, reconciler, args, kwargs)
         if step.hit:
             return step.replayed()
-        step.before_call()
-        try:
+        with step.calling():
             result = await step.fn(*args, **kwargs)
-        except Exception as exc:
-            step.failed(exc)
-            raise
-        step.returned(result)
-        return result
+        return step.returned(result)
 
     def _begin(self, fn: Callable[..., Any], reconciler: Optional[Callable[..., Any]],
                args: tuple[Any, ...], kwargs: dict[str, Any]) -> _Step:
@@ -289,7 +279,7 @@ class ActionContext:
                 f"arguments of durable call {name} cannot be digested: {exc}") from exc
         position = self._position
         self._position += 1
-        step = _Step(self, name, arg_digest, position, fn, pending=reconciler is not None)
+        step = _Step(self._io, name, arg_digest, position, fn, pending=reconciler is not None)
         if position < len(self._journal):
             entry = self._journal[position]
             if entry.function == name and entry.digest == arg_digest:
@@ -298,12 +288,10 @@ class ActionContext:
                     step.hit, step.entry = True, entry
                     return step
                 if reconciler is not None:
-                    self._stats.reconciled += 1
                     _log.info("reconciling pending durable call %s at position %d of %s",
                               name, position, self._describe())
                     step.fn, step.pending = reconciler, False
                     return step
-            self._stats.nondeterministic += 1
             _log.warning(
                 "non-deterministic action %s: durable call %d is %s(%s) but the journal "
                 "has %s(%s); cutting the journal there and running the call",
@@ -317,12 +305,23 @@ class ActionContext:
         return f"{self._id.action}#{self._id.occurrence} (key {self._id.key}, run {self._id.seq})"
 
 
+class _CallIO(NamedTuple):
+    """What the durable calls of one action execution read and write."""
+
+    record_id: RecordId
+    store: ActionStateStore
+    serializer: Serializer
+    journal: list[CallRecord]
+    stats: CallStats
+    describe: Callable[[], str]
+
+
 class _Step:
     """One durable call: a journal hit to replay, or a call to run and record."""
 
-    def __init__(self, ctx: ActionContext, name: str, arg_digest: str, position: int,
+    def __init__(self, io: _CallIO, name: str, arg_digest: str, position: int,
                  fn: Callable[..., Any], pending: bool) -> None:
-        self.ctx, self.name, self.digest, self.position = ctx, name, arg_digest, position
+        self.io, self.name, self.digest, self.position = io, name, arg_digest, position
         self.fn, self.pending = fn, pending
         self.hit = False
         self.entry: Optional[CallRecord] = None
@@ -333,32 +332,36 @@ class _Step:
         assert entry is not None
         if entry.status is CallStatus.ERROR:
             raise rebuild_exception(entry.error_type or "Exception", entry.error_message or "")
-        return self.ctx._serializer.loads(entry.result or b"null")
+        return self.io.serializer.loads(entry.result or b"null")
 
-    def before_call(self) -> None:
-        """Journal PENDING first for a reconcilable call; count the execution."""
+    @contextlib.contextmanager
+    def calling(self) -> Iterator[None]:
+        """Around the call: journal PENDING first for a reconcilable call and count the
+        execution; journal the exception the call raises."""
         if self.pending:
-            self.ctx._store.put_call(CallRecord(self.ctx._id, self.position, self.name,
-                                                self.digest, CallStatus.PENDING))
-        self.ctx._stats.executed += 1
-
-    def failed(self, exc: Exception) -> None:
-        """Journal the exception the call raised."""
-        self._record(CallRecord(self.ctx._id, self.position, self.name, self.digest,
-                                CallStatus.ERROR, error_type=_exception_type_name(exc),
-                                error_message=exception_message(exc)))
-
-    def returned(self, result: Any) -> None:
-        """Journal the call's result."""
+            self.io.store.put_call(CallRecord(self.io.record_id, self.position, self.name,
+                                              self.digest, CallStatus.PENDING))
+        self.io.stats.executed += 1
         try:
-            data = self.ctx._serializer.dumps(result)
+            yield
+        except Exception as exc:
+            self._record(CallRecord(self.io.record_id, self.position, self.name, self.digest,
+                                    CallStatus.ERROR, error_type=_exception_type_name(exc),
+                                    error_message=exception_message(exc)))
+            raise
+
+    def returned(self, result: T) -> T:
+        """Journal the call's result; return it."""
+        try:
+            data = self.io.serializer.dumps(result)
         except SerializationError as exc:
             raise SerializationError(
-                f"durable call {self.name} in {self.ctx._describe()} ran but its result "
+                f"durable call {self.name} in {self.io.describe()} ran but its result "
                 f"cannot be recorded: {exc}") from exc
-        self._record(CallRecord(self.ctx._id, self.position, self.name, self.digest,
+        self._record(CallRecord(self.io.record_id, self.position, self.name, self.digest,
                                 CallStatus.OK, result=data))
+        return result
 
     def _record(self, record: CallRecord) -> None:
-        self.ctx._store.put_call(record)
-        self.ctx._journal[self.position:] = [record]
+        self.io.store.put_call(record)
+        self.io.journal[self.position:] = [record]

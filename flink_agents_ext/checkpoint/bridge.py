@@ -58,7 +58,7 @@ class CheckpointBridge:
         checkpoint_id = int(checkpoint_id)
         context = SnapshotContext(checkpoint_id, self._changed_keys)
         payload = self.function.snapshot_state(context)
-        if not context._consumed:
+        if not context.consumed:
             # The changed-key set is per snapshot interval: drain it even if unused.
             for _ in context.changed_keys():
                 pass

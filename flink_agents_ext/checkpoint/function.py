@@ -23,6 +23,11 @@ class SnapshotContext:
         self._changed_keys = changed_keys
         self._consumed = False
 
+    @property
+    def consumed(self) -> bool:
+        """Whether :meth:`changed_keys` was called for this snapshot."""
+        return self._consumed
+
     def changed_keys(self) -> Iterator[Any]:
         """Iterate over the keys whose element or timer was processed since the previous
         snapshot of this subtask (since the restore, for the first snapshot after one).

@@ -171,11 +171,13 @@ class SQLStore(ActionStateStore):
 
     _log: ClassVar[logging.Logger] = logging.getLogger(__name__)
 
-    def _start(self, label: str, schema_sql: str, *, retries: int = 0,
+    def _start(self, label: str, target: str, schema_sql: str, *, retries: int = 0,
                backoff_s: float = 0.0) -> None:
         """Set up the core (``label`` starts every message, e.g. ``"SQLite store x.db"``;
-        ``schema_sql`` is what ``{schema}`` becomes) and open the first connection."""
+        ``target`` names the database in the ``repr``; ``schema_sql`` is what ``{schema}``
+        becomes) and open the first connection."""
         self._label = label
+        self._target = target
         self._schema_sql = schema_sql
         self._retries = retries
         self._backoff_s = float(backoff_s)
@@ -186,6 +188,10 @@ class SQLStore(ActionStateStore):
         self._closed = False
         self._prepared = False
         self._run("open", lambda conn: None)
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"{type(self).__name__}({self._target!r}, {state})"
 
     def _render(self, template: str) -> str:
         """``template`` in this dialect."""

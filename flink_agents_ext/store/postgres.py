@@ -211,8 +211,8 @@ class PostgresStore(SQLStore):
         if schema != "public":
             self._where += f" (schema {schema})"
         # Connect and check (or create) the tables.
-        self._start(f"PostgreSQL store {self._where}", sql.Identifier(schema).as_string(None),
-                    retries=retries, backoff_s=backoff_s)
+        self._start(f"PostgreSQL store {self._where}", self._where,
+                    sql.Identifier(schema).as_string(None), retries=retries, backoff_s=backoff_s)
 
     # -- opening -------------------------------------------------------------------------
     @property
@@ -224,10 +224,6 @@ class PostgresStore(SQLStore):
     def target(self) -> str:
         """``user@host:port/dbname`` (and the schema unless ``public``); no password."""
         return self._where
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return f"PostgresStore({self._where!r}, {state})"
 
     def _connect(self) -> psycopg.Connection[Any]:
         """A new autocommit connection to the server."""

@@ -98,17 +98,13 @@ class SQLiteStore(SQLStore):
         self._rows_since_wal_truncate = 0
         self._recent_freed: deque[int] = deque(maxlen=self.VACUUM_HISTORY)
         # Tables are named ``main.<table>``: the file's own schema.
-        self._start(f"SQLite store {path}", "main")
+        self._start(f"SQLite store {path}", path, "main")
 
     # -- opening -------------------------------------------------------------------------
     @property
     def path(self) -> str:
         """The database file."""
         return self._path
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return f"SQLiteStore({self._path!r}, {state})"
 
     def _connect(self) -> sqlite3.Connection:
         if self._path != ":memory:":
