@@ -4,23 +4,23 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from scripts import ROOT
+from scripts.jobrun import run_job as _run
+
+__all__ = ["ROOT", "Clock", "rate", "run_job"]
 
 
 def run_job(module: str, args: list[str], timeout: int = 600) -> list[dict]:
-    """Run ``python -m module args --result FILE``; return the JSON lines of FILE."""
+    """Run ``python -m module args --result FILE`` (:func:`scripts.jobrun.run_job`); return
+    the JSON lines of FILE; raise ``RuntimeError`` when the job fails."""
     with tempfile.TemporaryDirectory(prefix="fae-bench-") as tmp:
         result = os.path.join(tmp, "result.jsonl")
-        proc = subprocess.run([sys.executable, "-m", module, *args, "--result", result],
-                              cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{module} {args} failed:\n{proc.stderr[-4000:]}")
+        job = _run(module, [*args, "--result", result], timeout=timeout)
+        if not job.ok:
+            raise RuntimeError(job.describe(timeout))
         with open(result) as fh:
             return [json.loads(line) for line in fh if line.strip()]
 

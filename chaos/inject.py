@@ -1,8 +1,7 @@
-"""Failure and bad-input hooks for ``jobs/support_triage.py``.
-
-The job imports this module only when it runs with ``--chaos SPEC`` and/or
-``--chaos-bad-input``; the library (``flink_agents_ext``) has no chaos code. The hooks wrap
-what the job hands to the library, using public API only:
+"""Failure and bad-input hooks for the main job (``jobs/support_triage.py``), installed by
+``chaos/job.py`` (``--spec SPEC``, ``--bad-input``) through the job's ``Variant``; the job
+and the library (``flink_agents_ext``) have no chaos code. The hooks wrap what the job hands
+to the library, using public API only:
 
 * each action of the agent (:class:`ChaosAction`) and the :class:`ActionContext` it gets
   (:class:`ChaosContext`): failures before and after a durable call, bad-input tickets;
@@ -38,7 +37,7 @@ In chaos mode the pager call is made through ``durable_execute_reconcilable``; i
 looks the page up in the side-effect ledger (``<out>/side_effects.jsonl``), logs itself to
 ``<out>/reconciled.jsonl`` and pages only when the page is not there.
 
-With ``--chaos-bad-input`` tickets carrying a ``"chaos"`` field (see :mod:`chaos.inputs`)
+With ``--bad-input`` tickets carrying a ``"chaos"`` field (see :mod:`chaos.inputs`)
 turn bad inside the job: ``unserialisable_result`` (``respond`` emits a value JSON cannot
 hold), ``unserialisable_call`` (a durable call returns one) and ``unencodable_key`` (the key
 selector returns NaN, which has no stable key encoding).
@@ -66,6 +65,8 @@ RECONCILED = "reconciled.jsonl"
 LEDGER = "side_effects.jsonl"
 #: One line per ``restore_state`` of the function: checkpoint, payloads, records pruned.
 RESTORES = "chaos-restores.jsonl"
+#: What the hooks write to the output directory (removed at a fresh start).
+OUTPUT_FILES = (MARKER, RECONCILED, RESTORES)
 
 ACTIONS = ("classify", "enrich", "respond")
 #: Durable calls of the job (by function name, as in the ledger) -> the action making them.
@@ -84,7 +85,7 @@ POINTS: dict[str, tuple[str, ...]] = {
     "snapshot": ("before", "after"),
     "notify": ("before", "after"),
 }
-#: Values of a ticket's ``"chaos"`` field that ``--chaos-bad-input`` acts on.
+#: Values of a ticket's ``"chaos"`` field that ``--bad-input`` acts on.
 BAD_TICKETS = ("unserialisable_result", "unserialisable_call", "unencodable_key")
 
 # The ticket number and durable call the current thread is working on (set by ChaosAction

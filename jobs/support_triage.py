@@ -15,8 +15,10 @@ reason, to ``<output>/dead_letters``.
 N-th generated ticket: Flink restarts from the last checkpoint, replays, and the summary shows
 that no durable call ran twice while the records were pruned as checkpoints completed.
 
-``--chaos SPEC`` and ``--chaos-bad-input`` install the fault-injection hooks of ``make chaos``
-(``chaos/inject.py``); without them the job does not import ``chaos``.
+Submitted with ``flink run -d`` (``scripts/cluster.sh submit``) it prints ``JOB_ID <id>`` and
+returns at once; ``python -m jobs.triage_summary`` prints the summary of such a run later.
+:class:`Variant` is the extension point of variants of this job: ``chaos/job.py`` (the fault
+injection of ``make chaos``) instruments the pipeline through it.
 """
 
 from __future__ import annotations
@@ -31,11 +33,15 @@ import shutil
 import sys
 import time
 import uuid
-from collections import Counter
 from typing import Any, Iterator, Optional, Sequence
 
 from pyflink.common import Configuration, Encoder, Types, WatermarkStrategy
-from pyflink.datastream import ProcessFunction, StreamExecutionEnvironment
+from pyflink.datastream import (
+    DataStream,
+    KeyedStream,
+    ProcessFunction,
+    StreamExecutionEnvironment,
+)
 from pyflink.datastream.connectors.file_system import FileSink, FileSource, StreamFormat
 from pyflink.datastream.connectors.number_seq import NumberSequenceSource
 
@@ -54,6 +60,7 @@ from flink_agents_ext.actions import (
 from flink_agents_ext.checkpoint import CheckpointPayload
 from flink_agents_ext.config import JobConfig, load_config
 from flink_agents_ext.store import open_store
+from jobs.triage_summary import LEDGER, report, summary
 
 MAX_TICKET_BYTES = 16 * 1024
 CUSTOMERS = ["acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "wonka",
@@ -66,7 +73,7 @@ TEXTS = ["Cannot log in since this morning", "Invoice shows a double charge!",
 
 # -- the "model" and "tools": deterministic, local, and logged on every real execution ----
 def _side_effect(out_dir: str, call: str, ticket_id: str) -> None:
-    with open(os.path.join(out_dir, "side_effects.jsonl"), "a") as fh:
+    with open(os.path.join(out_dir, LEDGER), "a") as fh:
         fh.write(json.dumps({"call": call, "ticket": ticket_id}) + "\n")
 
 
@@ -223,14 +230,32 @@ def input_tickets(cfg: JobConfig) -> Iterator[str]:
     yield from (generated_ticket(n) for n in range(1, cfg.generate + 1))
 
 
+class Variant:
+    """Extension points of the pipeline for a variant of this job (the fault injection of
+    ``chaos/job.py`` uses them); the defaults are the main job."""
+
+    #: Parallelism of everything before the agent (``None``: the job's).
+    upstream_parallelism: Optional[int] = None
+
+    def key_by(self, parsed: DataStream) -> KeyedStream:
+        """Key the parsed tickets: by customer."""
+        return parsed.key_by(lambda t: t["customer"], key_type=Types.STRING())
+
+    def instrument(self, agent: Agent, function_cls: type, store: Any) -> tuple[Agent, type, Any]:
+        """The agent, function class and store spec to build the durable function from."""
+        return agent, function_cls, store
+
+    def function_options(self) -> dict[str, Any]:
+        """More keyword arguments of the durable function (e.g. ``max_in_flight``)."""
+        return {}
+
+
 def build(env: StreamExecutionEnvironment, cfg: JobConfig, out_dir: str,
-          fail_after: int, chaos: Optional[str] = None, chaos_bad_input: bool = False) -> None:
-    """Build the pipeline on ``env`` (``chaos``, ``chaos_bad_input``: see ``chaos/inject.py``)."""
-    chaos_mode = chaos is not None or chaos_bad_input
-    if chaos_mode:
-        # -- chaos (make chaos): everything before the agent runs with parallelism 1, so each
-        # key's tickets arrive in the same order in every run, whatever the parallelism.
-        env.set_parallelism(1)
+          fail_after: int, variant: Optional[Variant] = None) -> None:
+    """Build the pipeline on ``env`` (``variant``: see :class:`Variant`)."""
+    variant = variant or Variant()
+    if variant.upstream_parallelism is not None:
+        env.set_parallelism(variant.upstream_parallelism)
     lines = None
     run_id = uuid.uuid4().hex[:8]  # transactional ids of the Kafka sinks are unique per run
     if cfg.kafka:
@@ -256,24 +281,13 @@ def build(env: StreamExecutionEnvironment, cfg: JobConfig, out_dir: str,
         lines = gen if lines is None else lines.union(gen)
     assert lines is not None
     parsed = lines.process(ParseTicket()).uid("parse").name("parse")
-    triage_agent = build_agent(out_dir, fail_after)
-    function_cls: Any = TriageFunction
-    store: Any = cfg.store_settings()
-    if chaos_mode:
-        # -- chaos hooks (chaos/inject.py): failure points, bad-input tickets. Keys are
-        # pickled here (no key type), so that an unencodable one reaches the agent.
-        from chaos.inject import ChaosHooks
-
-        hooks = ChaosHooks(chaos or "none", chaos_bad_input, out_dir, page_oncall, page_id)
-        triage_agent, function_cls, store = hooks.instrument(triage_agent, TriageFunction,
-                                                             store)
-        keyed = parsed.key_by(hooks.key_selector())
-        env.set_parallelism(cfg.parallelism)
-    else:
-        keyed = parsed.key_by(lambda t: t["customer"], key_type=Types.STRING())
+    keyed = variant.key_by(parsed)
+    env.set_parallelism(cfg.parallelism)
+    triage_agent, function_cls, store = variant.instrument(
+        build_agent(out_dir, fail_after), TriageFunction, cfg.store_settings())
     agent = function_cls(
-        triage_agent, store, cfg.namespace,
-        retention=cfg.retention, stats_dir=os.path.join(out_dir, "stats"))
+        triage_agent, store, cfg.namespace, retention=cfg.retention,
+        stats_dir=os.path.join(out_dir, "stats"), **variant.function_options())
     results = process_with_checkpoints(
         keyed, agent, Types.STRING(), name="triage-agent", uid="triage-agent")
     dead = parsed.get_side_output(DEAD_LETTER_TAG).union(
@@ -307,103 +321,38 @@ def make_env(cfg: JobConfig, savepoint: str | None = None) -> StreamExecutionEnv
     return env
 
 
-def _part_lines(directory: str) -> list[str]:
-    lines: list[str] = []
-    for path in glob.glob(os.path.join(directory, "*", "part-*")):
-        with open(path) as fh:
-            lines += [line for line in fh.read().splitlines() if line]
-    return lines
-
-
-def summary(cfg: JobConfig, out_dir: str) -> dict[str, Any]:
-    """What the run did, from its outputs, side-effect ledger, stats files and store."""
-    stats: Counter[str] = Counter()
-    for path in glob.glob(os.path.join(out_dir, "stats", "*.json")):
-        with open(path) as fh:
-            data = json.load(fh)
-        data.pop("store_records", None)
-        stats.update(data)
-    calls: Counter[tuple[str, str]] = Counter()
-    ledger = os.path.join(out_dir, "side_effects.jsonl")
-    if os.path.exists(ledger):
-        with open(ledger) as fh:
-            calls.update((e["call"], e["ticket"]) for e in map(json.loads, fh))
-    with open_store(cfg.store_settings()) as store:
-        records_left = store.size(cfg.namespace)
-    if cfg.kafka:  # the outputs as a read_committed consumer sees them
-        from jobs.triage_kafka import read_committed
-
-        results = read_committed(cfg.kafka.bootstrap_servers, cfg.kafka.results_topic)
-        dead = read_committed(cfg.kafka.bootstrap_servers, cfg.kafka.dead_letters_topic)
-    else:
-        results = _part_lines(os.path.join(out_dir, "results"))
-        dead = _part_lines(os.path.join(out_dir, "dead_letters"))
-    return {
-        "results": len(results),
-        "dead_letters": len(dead),
-        "runs": stats["runs"],
-        "actions_run": stats["actions_run"],
-        "actions_replayed": stats["actions_replayed"],
-        "durable_calls_run": sum(calls.values()),
-        "durable_calls_replayed": stats["durable_calls_replayed"],
-        "durable_calls_run_twice": sum(1 for v in calls.values() if v > 1),
-        "records_pruned": stats["records_pruned"],
-        "store_records_left": records_left,
-    }
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the job; print progress and a summary."""
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default="conf/local.yaml")
-    p.add_argument("--fail-after", type=int, default=0,
-                   help="fail once in 'respond' for the N-th generated ticket (0: never)")
-    p.add_argument("--parallelism", type=int, default=0, help="override job.parallelism")
-    p.add_argument("--mode", choices=["thread", "process"], help="override execution mode")
-    p.add_argument("--from-savepoint", default="", help="resume from this savepoint")
-    p.add_argument("--summary-json", default="", help="also write the summary here")
-    # -- fault injection (chaos/, make chaos) -------------------------------------------------
-    p.add_argument("--chaos", metavar="SPEC",
-                   help="inject one failure: none or POINT:TARGET:TRIGGER (chaos/inject.py)")
-    p.add_argument("--chaos-bad-input", action="store_true",
-                   help="tickets with a 'chaos' field turn bad in the agent (chaos/inputs.py)")
-    # -- standalone cluster (scripts/cluster.sh) ---------------------------------------------
-    p.add_argument("--detach", action="store_true",
-                   help="submit the job, print 'JOB_ID <id>' and return at once (for "
-                        "'flink run -d'); no progress, no summary")
-    p.add_argument("--summary-only", action="store_true",
-                   help="run no job: print the summary of the configured output dir and "
-                        "store (e.g. after a cluster job finished)")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    overrides: dict[str, Any] = {}
-    if args.parallelism:
-        overrides["job.parallelism"] = args.parallelism
-    if args.mode:
-        overrides["job.execution_mode"] = args.mode
-    cfg = load_config(args.config, overrides)
-    out_dir = os.path.abspath(cfg.output_dir)
-    if args.summary_only:
-        return _report(summary(cfg, out_dir), args.summary_json)
-    if not args.from_savepoint:
-        # A fresh run: start from empty outputs and an empty namespace.
-        for sub in ("results", "dead_letters", "stats"):
-            shutil.rmtree(os.path.join(out_dir, sub), ignore_errors=True)
-        for name in ("side_effects.jsonl", "failed-once", "chaos-fired.json",
-                     "reconciled.jsonl", "chaos-restores.jsonl"):
-            if os.path.exists(os.path.join(out_dir, name)):
-                os.remove(os.path.join(out_dir, name))
+def prepare_outputs(cfg: JobConfig, out_dir: str, files: Sequence[str] = (),
+                    clear_namespace: bool = True) -> None:
+    """Start a fresh run: empty outputs, no ledger, stats or markers (and ``files``), and an
+    empty store namespace (unless ``clear_namespace`` is false)."""
+    for sub in ("results", "dead_letters", "stats"):
+        shutil.rmtree(os.path.join(out_dir, sub), ignore_errors=True)
+    for name in (LEDGER, "failed-once", *files):
+        if os.path.exists(os.path.join(out_dir, name)):
+            os.remove(os.path.join(out_dir, name))
+    if clear_namespace:
         with open_store(cfg.store_settings()) as store:
             store.clear_namespace(cfg.namespace)
+
+
+def detached(env: StreamExecutionEnvironment) -> bool:
+    """Whether the job is submitted detached (``flink run -d``): nothing to wait for."""
+    from pyflink.util.java_utils import get_j_env_configuration
+
+    conf = get_j_env_configuration(env._j_stream_execution_environment)
+    return str(conf.getString("execution.attached", "true")).lower() == "false"
+
+
+def run(cfg: JobConfig, out_dir: str, fail_after: int = 0, savepoint: str = "",
+        variant: Optional[Variant] = None, summary_json: str = "", note: str = "") -> int:
+    """Build and run the job; print its progress and summary (see the module)."""
     os.makedirs(out_dir, exist_ok=True)
     if cfg.kafka:
         from jobs.triage_kafka import prepare_topics
 
-        prepare_topics(cfg.kafka, input_tickets(cfg), fresh=not args.from_savepoint)
-
-    env = make_env(cfg, args.from_savepoint or None)
-    build(env, cfg, out_dir, args.fail_after, args.chaos, args.chaos_bad_input)
+        prepare_topics(cfg.kafka, input_tickets(cfg), fresh=not savepoint)
+    env = make_env(cfg, savepoint or None)
+    build(env, cfg, out_dir, fail_after, variant)
     total = cfg.generate + (sum(1 for _ in open(cfg.input_path)) if cfg.input_path and
                             os.path.isfile(cfg.input_path) else 0)
     where = (f"topics {cfg.kafka.input_topic} -> {cfg.kafka.results_topic}, "
@@ -412,17 +361,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"support-triage: {total} tickets, {cfg.execution_mode} mode, parallelism "
           f"{cfg.parallelism}, checkpoint every {cfg.checkpoint_interval_ms} ms, store "
           f"{cfg.store['backend']}, {where}"
-          + (f", failure injected at ticket G-{args.fail_after:06d}" if args.fail_after
-             else "") + (f", chaos {args.chaos}" if args.chaos else ""), flush=True)
+          + (f", failure injected at ticket G-{fail_after:06d}" if fail_after else "")
+          + note, flush=True)
     started = time.time()
     client = env.execute_async(cfg.name)
-    if args.detach:
+    if detached(env):
         # 'flink run -d': the job runs on the cluster; the client only reports its id.
         print(f"JOB_ID {client.get_job_id()}", flush=True)
         return 0
     # Taken now: a local mini-cluster shuts down with its job, and cannot be asked later.
     outcome = client.get_job_execution_result()
-    ledger = os.path.join(out_dir, "side_effects.jsonl")
+    ledger = os.path.join(out_dir, LEDGER)
     while not outcome.done():
         time.sleep(2)
         if outcome.done():
@@ -433,20 +382,47 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {time.time() - started:5.1f}s  durable calls run: {calls}{failed}",
               flush=True)
     outcome.result()  # raises if the job failed
-    report = summary(cfg, out_dir)
+    data = summary(cfg, out_dir)
     print(f"finished in {time.time() - started:.1f}s", flush=True)
-    return _report(report, args.summary_json)
+    return report(data, summary_json)
 
 
-def _report(report: dict[str, Any], summary_json: str) -> int:
-    """Print the summary (and write it as JSON when asked); 1 if a durable call ran twice."""
-    width = max(map(len, report))
-    for name, value in report.items():
-        print(f"  {name:<{width}}  {value}")
-    if summary_json:
-        with open(summary_json, "w") as fh:
-            json.dump(report, fh, indent=2)
-    return 0 if report["durable_calls_run_twice"] == 0 else 1
+def load(args: argparse.Namespace) -> JobConfig:
+    """The configuration of ``--config`` with the ``--parallelism`` and ``--mode``
+    overrides of :func:`arguments`."""
+    overrides: dict[str, Any] = {}
+    if args.parallelism:
+        overrides["job.parallelism"] = args.parallelism
+    if args.mode:
+        overrides["job.execution_mode"] = args.mode
+    return load_config(args.config, overrides)
+
+
+def arguments(description: str) -> argparse.ArgumentParser:
+    """The job's command-line options (variants add theirs)."""
+    p = argparse.ArgumentParser(description=description,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="conf/local.yaml")
+    p.add_argument("--parallelism", type=int, default=0, help="override job.parallelism")
+    p.add_argument("--mode", choices=["thread", "process"], help="override execution mode")
+    p.add_argument("--from-savepoint", default="", help="resume from this savepoint")
+    p.add_argument("--summary-json", default="", help="also write the summary here")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the job; print progress and a summary."""
+    p = arguments(__doc__ or "")
+    p.add_argument("--fail-after", type=int, default=0,
+                   help="fail once in 'respond' for the N-th generated ticket (0: never)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    cfg = load(args)
+    out_dir = os.path.abspath(cfg.output_dir)
+    if not args.from_savepoint:
+        prepare_outputs(cfg, out_dir)
+    return run(cfg, out_dir, args.fail_after, args.from_savepoint,
+               summary_json=args.summary_json)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@
 #
 #   scripts/cluster.sh start                  start the cluster (idempotent); waits for REST
 #                                             and a registered TaskManager
-#   scripts/cluster.sh submit [--config F] [JOB ARGS...]
-#                                             flink run -d the main job (default F:
+#   scripts/cluster.sh submit [--job FILE] [--config F] [JOB ARGS...]
+#                                             flink run -d the main job, or the job script
+#                                             FILE taking the same options (default F:
 #                                             conf/cluster.yaml); saves the job id
 #   scripts/cluster.sh checkpoints            the job's checkpoints, over REST
 #   scripts/cluster.sh savepoint              flink stop --savepointPath: stop the job with a
@@ -21,7 +22,8 @@
 # Everything lives in the cluster directory (FAE_CLUSTER_DIR, default out/cluster):
 #   flink/conf/   config.yaml rendered from conf/flink/config.yaml.template, log4j files
 #   flink/log/    JobManager, TaskManager and client logs     flink/pid/  pid files
-#   checkpoints/  savepoints/   job-id   savepoint   job-args (config + args of the submit)
+#   checkpoints/  savepoints/   job-id   savepoint   job-args (job script, config and args
+#   of the submit)
 # Environment: FAE_REST_PORT (8081), FAE_JM_RPC_PORT (6123), FAE_START_TIMEOUT_S (120),
 # FAE_SUBMIT_TIMEOUT_S (180), FAE_SAVEPOINT_TIMEOUT_S (180), FAE_WAIT_TIMEOUT_S (900),
 # FAE_PYTHON (the venv's python).
@@ -47,7 +49,7 @@ START_TIMEOUT="${FAE_START_TIMEOUT_S:-120}"
 SUBMIT_TIMEOUT="${FAE_SUBMIT_TIMEOUT_S:-180}"
 SAVEPOINT_TIMEOUT="${FAE_SAVEPOINT_TIMEOUT_S:-180}"
 WAIT_TIMEOUT="${FAE_WAIT_TIMEOUT_S:-900}"
-JOB="$ROOT/jobs/support_triage.py"
+MAIN_JOB="$ROOT/jobs/support_triage.py"
 # The PostgreSQL store of conf/cluster.yaml reads its password from FAE_PG_PASSWORD: in the
 # client (submit, summary) and in the TaskManager, which inherits it from 'start'. Default:
 # the password of the throwaway server of scripts/pg-test-server.sh.
@@ -70,8 +72,10 @@ FLINK="$PF_HOME/bin/flink"
 # -- helpers ---------------------------------------------------------------------------------
 # GET a REST path; prints the JSON body, fails (quietly) when the REST API does not answer.
 rest() { curl -sf --max-time 5 "$REST$1"; }
-# Evaluate a Python expression over JSON on stdin, bound to `d`.
-pyjson() { "$PY" -c "import json, sys; d = json.load(sys.stdin); $1"; }
+# A REST answer (JSON on stdin) as text: show taskmanagers|running|started|status|state|
+# completed|checkpoints|exceptions (scripts/cluster_tool.py).
+TOOL="$ROOT/scripts/cluster_tool.py"
+show() { "$PY" "$TOOL" show "$@"; }
 
 pid_files() { ls "$FLINK_PID_DIR"/flink-*-standalonesession.pid \
                  "$FLINK_PID_DIR"/flink-*-taskexecutor.pid 2>/dev/null || true; }
@@ -115,7 +119,7 @@ job_id() {
   [ -s "$CLUSTER_DIR/job-id" ] || die "no job id in $CLUSTER_DIR/job-id: submit a job first ('cluster.sh submit')"
   cat "$CLUSTER_DIR/job-id"
 }
-job_state() { rest "/jobs/$1" | pyjson 'print(d["state"])'; }
+job_state() { rest "/jobs/$1" | show state; }
 require_rest() {
   rest /overview >/dev/null \
     || die "the cluster's REST API does not answer on $REST: start it with 'cluster.sh start'"
@@ -135,7 +139,7 @@ wait_ready() {
   local deadline overview
   deadline=$(( $(date +%s) + $1 ))
   while :; do
-    if overview="$(rest /overview)" && [ "$(pyjson 'print(d["taskmanagers"])' <<<"$overview")" -ge 1 ]; then
+    if overview="$(rest /overview)" && [ "$(show taskmanagers <<<"$overview")" -ge 1 ]; then
       echo "$overview"
       return 0
     fi
@@ -151,31 +155,8 @@ wait_ready() {
 render_conf() {
   mkdir -p "$FLINK_CONF_DIR" "$FLINK_LOG_DIR" "$FLINK_PID_DIR" "$FLINK_DIR/tmp" \
            "$CLUSTER_DIR/checkpoints" "$CLUSTER_DIR/savepoints"
-  "$PY" - "$ROOT/conf/flink" "$FLINK_CONF_DIR" "$PF_HOME/conf" "$CLUSTER_DIR" "$PY" \
-      "$REST_PORT" "$JM_RPC_PORT" <<'EOF'
-import glob, os, shutil, sys
-import yaml
-src, dst, bundled_dir, cluster_dir, python, rest_port, rpc_port = sys.argv[1:]
-bundled = yaml.safe_load(open(os.path.join(bundled_dir, "config.yaml")))
-java_opts = bundled["env"]["java"]["opts"]["all"]
-values = {"@CLUSTER_DIR@": cluster_dir, "@PYTHON@": python, "@REST_PORT@": rest_port,
-          "@JM_RPC_PORT@": rpc_port, "@JAVA_OPTS_ALL@": java_opts}
-def render(name, target):
-    text = open(os.path.join(src, name)).read()
-    for key, value in values.items():
-        text = text.replace(key, value)
-    tmp = os.path.join(dst, f".{target}.tmp")
-    with open(tmp, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, os.path.join(dst, target))
-render("config.yaml.template", "config.yaml")
-render("masters.template", "masters")
-shutil.copyfile(os.path.join(src, "workers"), os.path.join(dst, "workers"))
-yaml.safe_load(open(os.path.join(dst, "config.yaml")))  # must stay valid YAML
-for pattern in ("log4j*.properties", "logback*.xml"):
-    for path in glob.glob(os.path.join(bundled_dir, pattern)):
-        shutil.copyfile(path, os.path.join(dst, os.path.basename(path)))
-EOF
+  "$PY" "$TOOL" render-conf "$ROOT/conf/flink" "$FLINK_CONF_DIR" "$PF_HOME/conf" \
+      "$CLUSTER_DIR" "$PY" "$REST_PORT" "$JM_RPC_PORT"
   echo "$REST_PORT $JM_RPC_PORT" >"$FLINK_DIR/ports"
   # The daemons' lib/: pyflink's lib/ plus the flink-python jar (pemja must be loaded once per
   # JVM, by the system class loader; see classloader.parent-first-patterns in the template).
@@ -196,35 +177,24 @@ daemon_script() {
 package_zip() {
   local zip="$FLINK_DIR/pyfiles/flink_agents_ext.zip"
   mkdir -p "$(dirname "$zip")"
-  "$PY" - "$ROOT" "$zip" <<'EOF'
-import os, sys, zipfile
-root, target = sys.argv[1:]
-tmp = target + ".tmp"
-with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as zf:
-    for base, dirs, files in os.walk(os.path.join(root, "flink_agents_ext")):
-        dirs[:] = sorted(d for d in dirs if d not in ("__pycache__", "_build", "java"))
-        for name in sorted(files):
-            if name.endswith((".py", ".typed")):
-                path = os.path.join(base, name)
-                zf.write(path, os.path.relpath(path, root))
-os.replace(tmp, target)
-EOF
+  "$PY" "$TOOL" package-zip "$ROOT" "$zip"
   echo "$zip"
 }
 
-# flink run -d the main job; $1: savepoint ('' for a fresh run), then the job's arguments.
+# flink run -d a job; $1: savepoint ('' for a fresh run), $2: the job script, then the job's
+# arguments.
 run_job() {
-  local savepoint="$1" zip out rc t0 id
-  shift
+  local savepoint="$1" job="$2" zip out rc t0 id
+  shift 2
   require_rest
   "$PY" -W ignore::RuntimeWarning -m flink_agents_ext.jar >/dev/null || die "building the bridge jar failed"
   zip="$(package_zip)"
   local cmd=("$FLINK" run -d)
   [ -n "$savepoint" ] && cmd+=(-s "$savepoint")
   # The job's own arguments must start with one the flink CLI does not know (--config): the
-  # CLI would take a leading '--detach' as its own -d and the job would poll until the end.
+  # CLI would take a leading option of its own (e.g. -d) for itself.
   [ "${1:-}" = --config ] || die "internal: the job arguments must start with --config"
-  cmd+=(-py "$JOB" -pyfs "$zip" -pyexec "$PY" -pyclientexec "$PY" "$@" --detach)
+  cmd+=(-py "$job" -pyfs "$zip" -pyexec "$PY" -pyclientexec "$PY" "$@")
   [ -n "$savepoint" ] && cmd+=(--from-savepoint "$savepoint")
   t0="$(now)"
   set +e
@@ -251,7 +221,7 @@ cmd_start() {
   local t0 overview
   if jm_alive; then
     overview="$(wait_ready 30)"
-    say "already running: $REST, $(pyjson 'print("%d TaskManager(s), %d slots (%d free)" % (d["taskmanagers"], d["slots-total"], d["slots-available"]))' <<<"$overview")"
+    say "already running: $REST, $(show running <<<"$overview")"
     return 0
   fi
   local p stray
@@ -268,15 +238,16 @@ cmd_start() {
   daemon_script start-cluster.sh >"$FLINK_LOG_DIR/start-cluster.out" 2>&1 \
     || { cat "$FLINK_LOG_DIR/start-cluster.out" >&2; die "start-cluster.sh failed"; }
   overview="$(wait_ready "$START_TIMEOUT")"
-  say "started in $(since "$t0") s: REST $REST, $(pyjson 'print("%d TaskManager(s), %d slots, Flink %s" % (d["taskmanagers"], d["slots-total"], d["flink-version"]))' <<<"$overview")"
+  say "started in $(since "$t0") s: REST $REST, $(show started <<<"$overview")"
   say "config $FLINK_CONF_DIR/config.yaml, logs $FLINK_LOG_DIR"
 }
 
 cmd_submit() {
-  local config="conf/cluster.yaml"
+  local config="conf/cluster.yaml" job="$MAIN_JOB"
   local args=()
   while [ $# -gt 0 ]; do
     case "$1" in
+      --job) [ $# -ge 2 ] || die "--job needs a file"; job="$2"; shift 2 ;;
       --config) [ $# -ge 2 ] || die "--config needs a file"; config="$2"; shift 2 ;;
       --config=*) config="${1#--config=}"; shift ;;
       *) args+=("$1"); shift ;;
@@ -284,15 +255,19 @@ cmd_submit() {
   done
   case "$config" in /*) ;; *) config="$ROOT/$config" ;; esac
   [ -f "$config" ] || die "no such config file: $config"
-  # Saved for resume / summary: one argument per line.
-  printf '%s\n' --config "$config" "${args[@]}" >"$CLUSTER_DIR/job-args"
+  case "$job" in /*) ;; *) job="$ROOT/$job" ;; esac
+  [ -f "$job" ] || die "no such job script: $job"
+  # Saved for resume / summary: the job script, then one argument per line.
+  printf '%s\n' "$job" --config "$config" "${args[@]}" >"$CLUSTER_DIR/job-args"
   rm -f "$CLUSTER_DIR/savepoint"
-  run_job "" --config "$config" "${args[@]}"
+  run_job "" "$job" --config "$config" "${args[@]}"
 }
 
 saved_args() {
   [ -s "$CLUSTER_DIR/job-args" ] || die "no saved job arguments in $CLUSTER_DIR/job-args: submit a job first"
   mapfile -t JOB_ARGS <"$CLUSTER_DIR/job-args"
+  JOB_FILE="${JOB_ARGS[0]}"
+  JOB_ARGS=("${JOB_ARGS[@]:1}")
 }
 
 cmd_resume() {
@@ -301,7 +276,7 @@ cmd_resume() {
   sp="$(cat "$CLUSTER_DIR/savepoint")"
   [ -f "${sp#file:}/_metadata" ] || die "the saved savepoint $sp has no _metadata (deleted?)"
   saved_args
-  run_job "$sp" "${JOB_ARGS[@]}"
+  run_job "$sp" "$JOB_FILE" "${JOB_ARGS[@]}"
 }
 
 cmd_checkpoints() {
@@ -310,23 +285,7 @@ cmd_checkpoints() {
   require_rest
   rest "/jobs/$id/checkpoints" >"$FLINK_DIR/checkpoints.json" \
     || die "the cluster does not know job $id (GET $REST/jobs/$id/checkpoints failed)"
-  "$PY" - "$id" "$(job_state "$id" || echo UNKNOWN)" "$FLINK_DIR/checkpoints.json" <<'EOF'
-import json, sys
-job, state, path = sys.argv[1:]
-d = json.load(open(path))
-c = d["counts"]
-print(f"job {job} ({state})")
-print(f"  checkpoints: {c['completed']} completed, {c['in_progress']} in progress, "
-      f"{c['failed']} failed, {c['total']} triggered, {c['restored']} restored")
-latest = d.get("latest") or {}
-for kind in ("completed", "savepoint", "restored", "failed"):
-    cp = latest.get(kind)
-    if not cp:
-        continue
-    where = cp.get("external_path") or cp.get("failure_message") or ""
-    extra = f", {cp['state_size']} bytes" if "state_size" in cp else ""
-    print(f"  latest {kind}: id {cp['id']}{extra}  {where}")
-EOF
+  show checkpoints "$id" "$(job_state "$id" || echo UNKNOWN)" <"$FLINK_DIR/checkpoints.json"
 }
 
 cmd_savepoint() {
@@ -353,19 +312,6 @@ cmd_savepoint() {
   echo "SAVEPOINT $sp"
 }
 
-# The newest failures of a job (GET /jobs/<id>/exceptions on stdin), shortened.
-SHOW_EXCEPTIONS='
-import json, sys
-d = json.load(sys.stdin)
-entries = (d.get("exceptionHistory") or {}).get("entries") or []
-for e in entries[:3]:
-    lines = (e.get("stacktrace") or "").splitlines()
-    causes = [line for line in lines if line.startswith("Caused by")]
-    print("--", e.get("taskName") or "job", ":", lines[0] if lines else e.get("exceptionName"))
-    for line in causes[-3:]:
-        print("  ", line)
-'
-
 cmd_wait() {
   local timeout="${1:-$WAIT_TIMEOUT}" id deadline state last=0 t0 info
   case "$timeout" in ''|*[!0-9]*) die "wait: the timeout must be a number of seconds" ;; esac
@@ -379,7 +325,7 @@ cmd_wait() {
       FINISHED)
         say "job $id FINISHED (waited $(since "$t0") s)"; return 0 ;;
       FAILED|CANCELED|CANCELLING|FAILING|SUSPENDED)
-        rest "/jobs/$id/exceptions" | "$PY" -c "$SHOW_EXCEPTIONS" >&2 || true
+        rest "/jobs/$id/exceptions" | show exceptions >&2 || true
         die "job $id is $state" ;;
     esac
     if [ "$(date +%s)" -ge "$deadline" ]; then
@@ -387,7 +333,7 @@ cmd_wait() {
     fi
     if [ $(( $(date +%s) - last )) -ge 10 ]; then
       last=$(date +%s)
-      info="$(rest "/jobs/$id/checkpoints" | pyjson 'print(d["counts"]["completed"])' 2>/dev/null || echo '?')"
+      info="$(rest "/jobs/$id/checkpoints" | show completed 2>/dev/null || echo '?')"
       say "  $(since "$t0") s: job $id $state, $info checkpoints completed"
     fi
     sleep 1
@@ -400,7 +346,7 @@ cmd_summary() {
   for i in "${!JOB_ARGS[@]}"; do
     [ "${JOB_ARGS[$i]}" = --config ] && config="${JOB_ARGS[$((i + 1))]}"
   done
-  (cd "$ROOT" && "$PY" "$JOB" --config "$config" --summary-only "$@")
+  (cd "$ROOT" && "$PY" -m jobs.triage_summary --config "$config" "$@")
 }
 
 cmd_status() {
@@ -417,7 +363,7 @@ cmd_status() {
   fi
   say "processes: $pids(pid files in $FLINK_PID_DIR)"
   if overview="$(rest /overview)"; then
-    say "REST $REST: $(pyjson 'print("%d TaskManager(s), %d slots (%d free), jobs: %d running, %d finished, %d cancelled, %d failed" % (d["taskmanagers"], d["slots-total"], d["slots-available"], d["jobs-running"], d["jobs-finished"], d["jobs-cancelled"], d["jobs-failed"]))' <<<"$overview")"
+    say "REST $REST: $(show status <<<"$overview")"
   else
     say "REST $REST does not answer"
   fi

@@ -22,8 +22,9 @@ from typing import Any, Iterable, Optional
 import pytest
 
 from chaos import inject
+from chaos.checks import Verdict, check_run, collect
 from chaos.inputs import bad_inputs
-from chaos.run import Plan, Verdict, check_run, collect
+from chaos.plan import Plan
 from flink_agents_ext.store import open_store
 from flink_agents_ext.testing import KeyedFunctionHarness
 from jobs.support_triage import (

@@ -17,126 +17,62 @@ import glob
 import json
 import os
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 import yaml
 
+from jobs.support_triage import ParseTicket
+from scripts import ToolError
+from scripts.cluster import LIVE_STATES, Cluster
+from scripts.pgserver import PG_SH, PgServer
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.flink
 
-CLUSTER_SH = ROOT / "scripts" / "cluster.sh"
-PG_SH = ROOT / "scripts" / "pg-test-server.sh"
 #: Generated tickets and their rate per source subtask (the job runs with parallelism 2, so
 #: twice this many per second): ~30 s of input.
 GENERATE, RATE = 6000, 100
 NAMESPACE = "support-triage-cluster-test"
-PG_PASSWORD = os.environ.get("FAE_PG_PASSWORD", "flink_agents")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-Run = Callable[..., str]
-
-
-def runner(env: dict[str, str], cluster_dir: Path) -> Run:
-    """``run("submit", "--config", ..., timeout=...)``: scripts/cluster.sh, checked."""
-
-    def run(*args: str, timeout: float = 240) -> str:
-        cmd = ["bash", str(CLUSTER_SH), *args]
-        try:
-            proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True,
-                                  timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            pytest.fail(f"cluster.sh {' '.join(args)} did not return in {timeout}s:\n"
-                        f"{exc.stdout or ''}\n{exc.stderr or ''}\n{_logs(cluster_dir)}")
-        if proc.returncode != 0:
-            pytest.fail(f"cluster.sh {' '.join(args)} failed ({proc.returncode}):\n"
-                        f"{proc.stdout}\n{proc.stderr}\n{_logs(cluster_dir)}")
-        print(proc.stdout, end="")
-        return proc.stdout
-
-    return run
-
-
-def _logs(cluster_dir: Path, lines: int = 40) -> str:
-    out = []
-    for path in sorted(glob.glob(str(cluster_dir / "flink" / "log" / "*"))):
-        text = Path(path).read_text(errors="replace").splitlines()[-lines:]
-        out.append(f"---- {path}\n" + "\n".join(text))
-    return "\n".join(out)
-
-
-def our_processes(cluster_dir: Path) -> list[str]:
-    """Processes still running with this cluster's configuration directory."""
-    pattern = re.escape(f"file:{cluster_dir}/flink/conf/log4j")
-    proc = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
-    return proc.stdout.split()
 
 
 @pytest.fixture
 def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     """The job's store settings: a throwaway PostgreSQL server, else SQLite."""
-    monkeypatch.setenv("FAE_PG_PASSWORD", PG_PASSWORD)  # for the test's own look at the store
     if not PG_SH.exists() or os.environ.get("FAE_CLUSTER_TEST_STORE") == "sqlite":
         yield {"backend": "sqlite", "path": str(tmp_path / "out" / "actions.db")}
         return
-    pg_dir = ROOT / ".pg" / "cluster-test"
-    port = free_port()
-    env = {**os.environ, "FAE_PG_PORT": str(port), "FAE_PG_PASSWORD": PG_PASSWORD}
-    proc = subprocess.run(["bash", str(PG_SH), "start", str(pg_dir)], env=env,
-                          capture_output=True, text=True, timeout=180)
-    if proc.returncode != 0:
-        pytest.fail(f"scripts/pg-test-server.sh could not start a server:\n{proc.stderr}")
+    server = PgServer(ROOT / ".pg" / "cluster-test")
+    for name, value in server.env().items():  # for the test's own look at the store
+        monkeypatch.setenv(name, value)
     try:
-        yield {"backend": "postgres", "host": "127.0.0.1", "port": port,
-               "dbname": "flink_agents", "user": "flink_agents",
-               "password_env": "FAE_PG_PASSWORD"}
+        server.start()
+    except ToolError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield server.settings()
     finally:
-        subprocess.run(["bash", str(PG_SH), "stop", str(pg_dir)], env=env,
-                       capture_output=True, text=True, timeout=120)
+        server.stop()
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[tuple[Run, Path, int]]:
-    """A running cluster (started by the test: its start is measured); always stopped."""
-    cluster_dir = tmp_path / "cluster"
-    rest_port = free_port()
-    env = {**os.environ, "FAE_CLUSTER_DIR": str(cluster_dir), "FAE_REST_PORT": str(rest_port),
-           "FAE_JM_RPC_PORT": str(free_port()), "FAE_PYTHON": sys.executable,
-           "FAE_PG_PASSWORD": PG_PASSWORD}
-    run = runner(env, cluster_dir)
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """A cluster (started by the test: its start is measured); always stopped, and nothing
+    of it may be left running."""
+    handle = Cluster(tmp_path / "cluster")
     try:
-        yield run, cluster_dir, rest_port
+        yield handle
     finally:
-        subprocess.run(["bash", str(CLUSTER_SH), "stop"], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=120)
-        left = our_processes(cluster_dir)
+        handle.stop()
+        left = handle.processes()
         assert not left, f"cluster processes left after 'cluster.sh stop': {left}"
-
-
-def rest(port: int, path: str) -> Any:
-    with urllib.request.urlopen(f"http://localhost:{port}{path}", timeout=5) as resp:
-        return json.load(resp)
 
 
 def expected_file_tickets() -> set[str]:
     """Ticket ids of the valid tickets in the job's input file (the job's own parser)."""
-    sys.path.insert(0, str(ROOT))
-    from jobs.support_triage import ParseTicket
-
     parser, ids = ParseTicket(), set()
     for line in (ROOT / "data" / "tickets.jsonl").read_text().splitlines():
         for item in parser.process_element(line, None):
@@ -152,8 +88,10 @@ def ledger_lines(out: Path) -> int:
 
 @pytest.mark.timeout(480, method="signal")
 def test_submit_savepoint_resume_on_a_standalone_cluster(
-        tmp_path: Path, store: dict[str, Any], cluster: tuple[Run, Path, int]) -> None:
-    run, cluster_dir, rest_port = cluster
+        tmp_path: Path, store: dict[str, Any], cluster: Cluster) -> None:
+    """What no mini-cluster test can show: the scripts, REST API, ``flink run -d``, a
+    savepoint taken by ``flink stop`` and a resume with ``-s`` on a real JobManager and
+    TaskManager, with the job's Python shipped as ``-pyfs``."""
     out = tmp_path / "out"
     profile = yaml.safe_load((ROOT / "conf" / "cluster.yaml").read_text())
     profile["job"]["namespace"] = NAMESPACE
@@ -166,40 +104,39 @@ def test_submit_savepoint_resume_on_a_standalone_cluster(
 
     def timed(name: str, *args: str, timeout: float = 240) -> str:
         started = time.monotonic()
-        stdout = run(*args, timeout=timeout)
+        stdout = cluster.sh(*args, timeout=timeout)
         timings[name] = round(time.monotonic() - started, 1)
         return stdout
 
     # 1. Start: REST answers and a TaskManager with 2 slots is registered.
     timed("start", "start", timeout=200)
-    overview = rest(rest_port, "/overview")
+    overview = cluster.rest("/overview")
     assert overview["taskmanagers"] == 1 and overview["slots-total"] == 2
-    assert "already running" in run("start", timeout=60)  # idempotent
+    assert "already running" in cluster.sh("start", timeout=60)  # idempotent
 
     # 2. Submit: returns at once with the job id, which is saved.
     stdout = timed("submit", "submit", "--config", str(config))
     job = re.search(r"^JOB_ID ([0-9a-f]{32})$", stdout, re.M)
     assert job, stdout
     job_id = job.group(1)
-    assert (cluster_dir / "job-id").read_text().strip() == job_id
-    assert rest(rest_port, f"/jobs/{job_id}")["state"] in ("CREATED", "INITIALIZING",
-                                                           "RUNNING")
+    assert (cluster.directory / "job-id").read_text().strip() == job_id
+    assert cluster.state(job_id) in LIVE_STATES
 
     # 3. Completed checkpoints over REST, then a savepoint midway (a third of the calls).
     total_calls = 3 * GENERATE  # at least: classify, crm_lookup, draft_reply per ticket
     deadline = time.monotonic() + 120
     while True:
-        counts = rest(rest_port, f"/jobs/{job_id}/checkpoints")["counts"]
+        counts = cluster.rest(f"/jobs/{job_id}/checkpoints")["counts"]
         if counts["completed"] >= 2 and ledger_lines(out) >= total_calls // 3:
             break
-        state = rest(rest_port, f"/jobs/{job_id}")["state"]
-        assert state in ("CREATED", "INITIALIZING", "RUNNING"), f"job {job_id} is {state}"
+        state = cluster.state(job_id)
+        assert state in LIVE_STATES, f"job {job_id} is {state}"
         assert time.monotonic() < deadline, f"no progress: {counts}, {ledger_lines(out)} calls"
         time.sleep(1)
-    shown = run("checkpoints")
+    shown = cluster.sh("checkpoints")
     assert re.search(r"checkpoints: [1-9]\d* completed", shown), shown
-    latest = rest(rest_port, f"/jobs/{job_id}/checkpoints")["latest"]["completed"]
-    job_checkpoints = cluster_dir / "checkpoints" / job_id
+    latest = cluster.rest(f"/jobs/{job_id}/checkpoints")["latest"]["completed"]
+    job_checkpoints = cluster.directory / "checkpoints" / job_id
     assert latest["external_path"].startswith(f"file:{job_checkpoints}/chk-"), latest
     # (retention 1: the one shown may be subsumed by now, but one is always retained)
     assert glob.glob(str(job_checkpoints / "chk-*" / "_metadata"))
@@ -208,9 +145,10 @@ def test_submit_savepoint_resume_on_a_standalone_cluster(
     savepoint = re.search(r"^SAVEPOINT (\S+)$", stdout, re.M)
     assert savepoint, stdout
     savepoint_path = savepoint.group(1)
-    assert (cluster_dir / "savepoint").read_text().strip() == savepoint_path
+    assert (cluster.directory / "savepoint").read_text().strip() == savepoint_path
     assert Path(savepoint_path.removeprefix("file:"), "_metadata").exists()
-    assert rest(rest_port, f"/jobs/{job_id}")["state"] == "FINISHED"  # stopped
+    # Stopped: the REST API may say RUNNING for a moment after 'flink stop' returned.
+    assert cluster.wait_for_state(job_id, ["FINISHED", "FAILED", "CANCELED"]) == "FINISHED"
     calls_at_savepoint = ledger_lines(out)
     assert calls_at_savepoint < total_calls, "the job ended before the savepoint"
 
@@ -220,10 +158,9 @@ def test_submit_savepoint_resume_on_a_standalone_cluster(
     assert resumed and resumed.group(1) != job_id, stdout
     resumed_id = resumed.group(1)
     timed("wait", "wait", "300", timeout=330)
-    restored = rest(rest_port, f"/jobs/{resumed_id}/checkpoints")["latest"]["restored"]
+    restored = cluster.rest(f"/jobs/{resumed_id}/checkpoints")["latest"]["restored"]
     assert restored["is_savepoint"] and restored["external_path"] == savepoint_path
-    run("status")
-
+    cluster.sh("status")
     # 5. Outputs: every ticket exactly once, no durable call executed twice.
     expected = {f"G-{n:06d}" for n in range(1, GENERATE + 1)} | expected_file_tickets()
     lines = []
@@ -244,7 +181,7 @@ def test_submit_savepoint_resume_on_a_standalone_cluster(
 
     # 6. The store: nothing left for the namespace once the final checkpoint completed.
     summary_json = tmp_path / "summary.json"
-    run("summary", "--summary-json", str(summary_json), timeout=120)
+    cluster.sh("summary", "--summary-json", str(summary_json), timeout=120)
     summary = json.loads(summary_json.read_text())
     assert summary["results"] == len(expected)
     assert summary["dead_letters"] == 3
@@ -258,5 +195,5 @@ def test_submit_savepoint_resume_on_a_standalone_cluster(
 
     # 7. Stop (the fixture stops again, harmlessly, and checks nothing is left).
     timed("stop", "stop", timeout=120)
-    assert not our_processes(cluster_dir)
+    assert not cluster.processes()
     print(f"\nstore {store['backend']}; timings (s): {json.dumps(timings)}")
