@@ -102,7 +102,7 @@ def test_backpressure_bounds_runs_in_flight(tmp_path: Path) -> None:
     h = KeyedFunctionHarness(make(tmp_path / "a.db", slow_agent(gauge, 0.02), max_in_flight=3))
     for i in range(30):
         h.process_element([f"k{i}", i], key=f"k{i}")  # blocks while 3 runs execute
-        assert h.function._executor.in_flight <= 3  # type: ignore[union-attr]
+        assert h.function.runs.executor.in_flight <= 3  # type: ignore[attr-defined]
     h.end_input()
     assert len(h.outputs) == 30
     assert gauge.peak == 3

@@ -55,7 +55,7 @@ class ProbeFunction(DurableAgentFunction):
         super().open(runtime_context)
 
     def notify_checkpoint_complete(self, checkpoint_id: int, payloads: Any) -> None:
-        in_flight = [(k, seq) for k, (seq, _, _) in list(self._runs.items())]
+        in_flight = self.runs.runs_in_flight()
         before = {r: len(self.store.get_calls(self._rid(*r))) for r in in_flight}
         super().notify_checkpoint_complete(checkpoint_id, payloads)
         violations = [r for r in in_flight

@@ -1,0 +1,84 @@
+"""What the runs of one subtask did, counted, and published to Flink's metrics at a bounded
+rate (in thread mode each counter increment is a call into Java, too slow per record)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from flink_agents_ext.actions.runner import RunResult
+
+#: Counter names in :meth:`DurableAgentFunction.stats`.
+STAT_NAMES = ("runs", "actions_run", "actions_replayed", "durable_calls_run",
+              "durable_calls_replayed", "records_pruned", "dead_letters")
+#: The counters also published as Flink metrics (group ``flink_agents_ext``).
+METRIC_COUNTERS = ("actions_run", "actions_replayed", "durable_calls_replayed",
+                   "records_pruned", "dead_letters")
+#: Most seconds between two publications of the counters to Flink's metrics.
+METRICS_INTERVAL_S = 1.0
+#: The store's record count is measured again every this many prunes (estimated between).
+MEASURE_EVERY_PRUNES = 100
+
+
+class RunMetrics:
+    """The counters of one subtask (always current, :attr:`stats`) and the store's record
+    count, published to Flink as counters ``METRIC_COUNTERS`` and gauges ``store_records``
+    and ``runs_in_flight`` in the group ``flink_agents_ext``: at most every
+    :data:`METRICS_INTERVAL_S`, at :meth:`publish` (snapshots, dead letters) and on close."""
+
+    def __init__(self) -> None:
+        self.stats: dict[str, int] = dict.fromkeys(STAT_NAMES, 0)
+        #: Records of the namespace in the store, as last measured or estimated.
+        self.store_records = 0
+        self._published = dict.fromkeys(STAT_NAMES, 0)
+        self._counters: dict[str, Any] = {}
+        self._due = 0.0
+        self._prunes = 0
+
+    def open(self, metric_group: Any, runs_in_flight: Callable[[], int],
+             store_records: int) -> None:
+        """Register the metrics in ``metric_group`` (the runtime context's)."""
+        group = metric_group.add_group("flink_agents_ext")
+        self._counters = {name: group.counter(name) for name in METRIC_COUNTERS}
+        group.gauge("store_records", lambda: self.store_records)
+        group.gauge("runs_in_flight", runs_in_flight)
+        self.store_records = store_records
+        self._due = time.monotonic() + METRICS_INTERVAL_S
+
+    def account(self, result: RunResult) -> None:
+        """Count a finished run (publishing if the interval has passed)."""
+        self.store_records += result.actions_run + result.calls.executed
+        stats = self.stats
+        stats["runs"] += 1
+        stats["actions_run"] += result.actions_run
+        stats["actions_replayed"] += result.actions_replayed
+        stats["durable_calls_run"] += result.calls.executed
+        stats["durable_calls_replayed"] += result.calls.replayed
+        if time.monotonic() >= self._due:
+            self.publish()
+
+    def dead_letter(self) -> None:
+        """Count a dead letter and publish at once (rare)."""
+        self.stats["dead_letters"] += 1
+        self.publish()
+
+    def pruned(self, count: int, measure: Callable[[], int]) -> None:
+        """Count ``count`` pruned records (once per checkpoint); ``measure()`` returns the
+        store's true record count, called every :data:`MEASURE_EVERY_PRUNES` prunes."""
+        self.stats["records_pruned"] += count
+        self._prunes += 1
+        if self._prunes % MEASURE_EVERY_PRUNES == 0:
+            self.store_records = measure()
+        else:
+            self.store_records = max(0, self.store_records - count)
+        self.publish()
+
+    def publish(self) -> None:
+        """Add the counts since the last publication to the Flink counters."""
+        stats, published = self.stats, self._published
+        for name, counter in self._counters.items():
+            delta = stats[name] - published[name]
+            if delta:
+                counter.inc(delta)
+                published[name] = stats[name]
+        self._due = time.monotonic() + METRICS_INTERVAL_S

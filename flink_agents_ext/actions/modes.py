@@ -1,0 +1,162 @@
+"""How a key's runs are sequenced: the run modes of :class:`DurableAgentFunction`.
+
+One interface, :class:`RunMode`, and one class per mode, each owning its keyed state and so
+the invariants between a key's *started* and *last completed* sequences:
+
+* :class:`InlineRuns` (``max_in_flight=0``): a run executes within ``process_element``;
+* :class:`~flink_agents_ext.actions.concurrent.ConcurrentRuns` (``max_in_flight > 0``):
+  runs execute off the task thread and are applied on it when they finish.
+
+What both need from the function (the agent, the store, the counters, dead letters) is a
+:class:`RunEnv`.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from typing import Any, Callable, Iterator, Optional
+
+from pyflink.common import Types
+from pyflink.datastream.state import ValueStateDescriptor
+
+from flink_agents_ext.actions.agent import Agent
+from flink_agents_ext.actions.metrics import RunMetrics
+from flink_agents_ext.actions.runner import ActionFailed, RunResult, execute_run
+from flink_agents_ext.serde import Serializer
+from flink_agents_ext.store import ActionStateStore
+
+#: Builds a dead-letter record: ``(key, seq, input, action, reason) -> (tag, json)``.
+DeadLetter = Callable[[Any, Optional[int], Any, Optional[str], str], Any]
+
+
+class RunEnv:
+    """What every run mode shares: executing a run against the store, applying its
+    outcome (memory, counters, outputs, dead letters).
+
+    Args:
+        dead_letter: builds the dead-letter record of a failed run (and counts it).
+    """
+
+    def __init__(self, agent: Agent, store: ActionStateStore, serializer: Serializer,
+                 namespace: str, max_actions: int, on_action_error: str,
+                 metrics: RunMetrics, dead_letter: DeadLetter) -> None:
+        self.agent = agent
+        self.store = store
+        self.serializer = serializer
+        self.namespace = namespace
+        self.max_actions = max_actions
+        self.on_action_error = on_action_error
+        self.metrics = metrics
+        self.dead_letter = dead_letter
+        # Runs that may have records (from an earlier attempt): only these read the store
+        # before running. Small: everything a completed checkpoint covered is pruned.
+        self._recorded = store.recorded_runs(namespace)
+
+    def execute(self, key: Any, key_enc: str, seq: int, value: Any,
+                memory: dict[str, Any] | Callable[[], dict[str, Any]]) -> RunResult:
+        """Execute (or replay) run ``seq`` of ``key``; any thread.
+
+        Raises:
+            ActionFailed: see :func:`execute_run`.
+        """
+        return execute_run(self.agent, self.store, self.serializer, self.namespace, key,
+                           key_enc, seq, value, memory, self.max_actions,
+                           self._maybe_recorded(key_enc, seq))
+
+    def _maybe_recorded(self, key_enc: str, seq: int) -> bool:
+        if not self._recorded:
+            return False
+        try:
+            self._recorded.remove((key_enc, seq))
+        except KeyError:
+            return False
+        return True
+
+    def outcome(self, run: Callable[[], RunResult]) -> tuple[RunResult, Optional[ActionFailed]]:
+        """``run()``'s result; a failed run gives its partial result and the failure, or
+        fails the task (``on_action_error="fail"``, or any other exception)."""
+        try:
+            return run(), None
+        except ActionFailed as exc:
+            if self.on_action_error == "fail":
+                raise
+            return exc.result, exc
+
+
+class RunMode(ABC):
+    """Sequences the runs of each key and keeps the keyed state that says which of them
+    completed. Everything runs on the task thread with the run's key current, unless said
+    otherwise.
+
+    Keyed state every mode has: ``fae-next-seq`` (the sequence the key's next input gets; 0
+    for its first) and ``fae-memory`` (the key's memory, JSON).
+    """
+
+    def __init__(self, env: RunEnv, runtime_context: Any) -> None:
+        self.env = env
+        self.next_seq = runtime_context.get_state(
+            ValueStateDescriptor("fae-next-seq", Types.LONG()))
+        self.memory_state = runtime_context.get_state(
+            ValueStateDescriptor("fae-memory", Types.STRING()))
+
+    @abstractmethod
+    def process_element(self, key: Any, key_enc: str, value: Any,
+                        ctx: Any) -> Iterator[Any]:
+        """Run (or start, or queue) the run of ``value``; yield what is emitted now."""
+
+    def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
+        """A timer of the current key fired; yield what is emitted."""
+        return iter(())
+
+    @abstractmethod
+    def last_completed_seq(self) -> Optional[int]:
+        """The current key's last completed sequence (``None``: none completed)."""
+
+    def runs_in_flight(self) -> list[tuple[str, int]]:
+        """``(encoded key, sequence)`` of the runs started and not yet applied."""
+        return []
+
+    def close(self, timeout_s: float) -> None:
+        """Release what the mode holds, waiting up to ``timeout_s`` for runs executing."""
+        return None
+
+    def memory(self) -> dict[str, Any]:
+        """The current key's memory."""
+        raw = self.memory_state.value()
+        return json.loads(raw) if raw else {}
+
+    def apply(self, key: Any, seq: int, value: Any, result: RunResult,
+              failure: Optional[ActionFailed]) -> Iterator[Any]:
+        """Apply a finished run (a dead-lettered one too) in its key's context: count it,
+        write the memory, yield its outputs and, for a failure, the dead letter. The caller
+        records the completion in its sequence state."""
+        self.env.metrics.account(result)
+        if result.memory_changed:
+            self.memory_state.update(json.dumps(result.memory, sort_keys=True))
+        yield from result.outputs
+        if failure is not None:
+            yield self.env.dead_letter(key, seq, value, failure.action, failure.reason)
+
+
+class InlineRuns(RunMode):
+    """``max_in_flight=0``: each run executes within its ``process_element``.
+
+    ``fae-next-seq`` advances when the run finished, so the last completed sequence is
+    ``fae-next-seq - 1``; a run that raises fails the task and does not advance it.
+    """
+
+    def process_element(self, key: Any, key_enc: str, value: Any,
+                        ctx: Any) -> Iterator[Any]:
+        """Execute the run now; yield its outputs."""
+        seq = self.next_seq.value() or 0
+        # The memory is read from keyed state only if an action uses it.
+        result, failure = self.env.outcome(
+            lambda: self.env.execute(key, key_enc, seq, value, self.memory))
+        self.next_seq.update(seq + 1)
+        yield from self.apply(key, seq, value, result, failure)
+
+    def last_completed_seq(self) -> Optional[int]:
+        """``fae-next-seq - 1``."""
+        started = self.next_seq.value()
+        return None if not started else started - 1
