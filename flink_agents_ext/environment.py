@@ -21,8 +21,12 @@ from flink_agents_ext.connectors import connector_jar
 
 _log = logging.getLogger(__name__)
 
-#: The execution modes PyFlink offers; ``thread`` is faster and our recommended default.
+#: The execution modes PyFlink offers.
 EXECUTION_MODES = ("thread", "process")
+#: The mode :func:`configure_environment` (and so :func:`process_with_checkpoints`) sets
+#: when the environment has none: thread is faster and avoids PyFlink 2.3's process-mode
+#: failover race (README, "Known issues"). PyFlink's own default is process.
+DEFAULT_EXECUTION_MODE = "thread"
 
 
 def _j_configuration(env: StreamExecutionEnvironment) -> Any:
@@ -38,8 +42,14 @@ def _get(j_conf: Any, key: str) -> Optional[str]:
 
 
 def execution_mode(env: StreamExecutionEnvironment) -> str:
-    """Return the environment's ``python.execution-mode`` (``process`` when unset)."""
+    """Return the environment's ``python.execution-mode`` (``process``, PyFlink's default,
+    when unset)."""
     return _get(_j_configuration(env), "python.execution-mode") or "process"
+
+
+def execution_mode_is_set(env: StreamExecutionEnvironment) -> bool:
+    """Whether the environment's ``python.execution-mode`` is set."""
+    return _get(_j_configuration(env), "python.execution-mode") is not None
 
 
 def configure_environment(
@@ -53,7 +63,11 @@ def configure_environment(
     * adds the jar of each connector in ``connectors`` (e.g. ``["kafka"]``, see
       :mod:`flink_agents_ext.connectors`; fetched from Maven Central once) to
       ``pipeline.jars``;
-    * sets ``python.execution-mode`` when ``execution_mode`` is given;
+    * sets ``python.execution-mode`` to ``execution_mode`` when given, else, when the
+      environment has none, to :data:`DEFAULT_EXECUTION_MODE` (thread; PyFlink's default
+      would be process). PyFlink fixes each Python operator's mode when the operator is
+      created: call this right after creating the environment so that every Python
+      operator of the job runs in the same mode;
     * sets ``python.executable`` and ``python.client.executable`` to this interpreter unless
       already set (workers on another Python fail to import pyflink and restart forever);
     * in thread mode, puts this interpreter's site-packages and the package's own directory
@@ -74,6 +88,8 @@ def configure_environment(
             f"execution_mode must be one of {EXECUTION_MODES}, got {execution_mode!r}"
         )
     j_conf = _j_configuration(env)
+    if execution_mode is None and not _get(j_conf, "python.execution-mode"):
+        execution_mode = DEFAULT_EXECUTION_MODE
     if execution_mode is not None:
         j_conf.setString("python.execution-mode", execution_mode)
 

@@ -41,3 +41,29 @@ class RestoreBoundaryError(FlinkAgentsExtError):
 
 class BridgeAttachError(FlinkAgentsExtError):
     """The Java operator could not find a :class:`CheckpointedKeyedProcessFunction` to drive."""
+
+
+#: Marks the message of a :class:`NotRecoverableError`; the Java operators look for it
+#: (``NotRecoverable.java``), because a Python exception reaches Java as text.
+NOT_RECOVERABLE_MARKER = "[flink-agents-ext: not recoverable]"
+
+
+class NotRecoverableError(FlinkAgentsExtError):
+    """A failure that restarting the job cannot fix: a bad store configuration, a path that
+    cannot be written, a refused login, checkpointing off without the opt-in.
+
+    Raised while a :class:`~flink_agents_ext.CheckpointedKeyedProcessFunction` opens (in
+    ``open``, ``open_timeline`` or ``restore_state``), it fails the job once: the Java
+    operators of both execution modes turn it into Flink's ``SuppressRestartsException``, so
+    the restart strategy does not restart the job forever, and the client sees the message.
+    Raised anywhere else it fails the task like any other exception.
+
+    Attributes:
+        reason: the message without :data:`NOT_RECOVERABLE_MARKER`.
+    """
+
+    def __init__(self, reason: str) -> None:
+        if reason.startswith(NOT_RECOVERABLE_MARKER):  # unpickled: the marker is there
+            reason = reason[len(NOT_RECOVERABLE_MARKER):].lstrip()
+        super().__init__(f"{NOT_RECOVERABLE_MARKER} {reason}")
+        self.reason = reason

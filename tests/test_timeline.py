@@ -13,10 +13,13 @@ from flink_agents_ext.testing import KeyedFunctionHarness
 
 def test_wire_format_round_trips_and_matches_the_java_layout() -> None:
     fresh = JobTimeline.fresh("a" * 32, attempt=2)
-    assert fresh.to_wire() == f"{'a' * 32}\n{'a' * 32}\n2\n-1\n"
+    assert fresh.to_wire() == f"{'a' * 32}\n{'a' * 32}\n2\n-1\n\n1"
     assert JobTimeline.from_wire(fresh.to_wire()) == fresh and not fresh.restored
     resumed = JobTimeline("a" * 32, "b" * 32, 0, 7, "a" * 32)
     assert JobTimeline.from_wire(resumed.to_wire().encode()) == resumed and resumed.restored
+    unchecked = JobTimeline("a", "a", checkpointing=False)
+    assert unchecked.to_wire().endswith("\n0") and JobTimeline.from_wire(
+        unchecked.to_wire()) == unchecked
     with pytest.raises(CheckpointLedgerError, match="corrupt job timeline"):
         JobTimeline.from_wire("x\ny")
 

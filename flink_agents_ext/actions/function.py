@@ -2,34 +2,33 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 
-from pyflink.common import Types
 from pyflink.datastream import OutputTag
 
 from flink_agents_ext.actions.agent import Agent
 from flink_agents_ext.actions.concurrent import ConcurrentRuns
+from flink_agents_ext.actions.dead_letters import DEAD_LETTER_TAG, dead_letter
 from flink_agents_ext.actions.metrics import RunMetrics
 from flink_agents_ext.actions.modes import InlineRuns, RunEnv, RunMode
 from flink_agents_ext.actions.runner import DEFAULT_MAX_ACTIONS_PER_RUN
 from flink_agents_ext.checkpoint.function import CheckpointedKeyedProcessFunction, SnapshotContext
 from flink_agents_ext.checkpoint.ledger import CheckpointPayload
+from flink_agents_ext.checkpoint.timeline import JobTimeline
+from flink_agents_ext.errors import NotRecoverableError
 from flink_agents_ext.keys import KeyEncodingError, encode_key
 from flink_agents_ext.pruning import PrunePolicy, check_retention
 from flink_agents_ext.serde import JsonSerializer, Serializer
 from flink_agents_ext.store import (
     ActionStateStore,
     StoreConfigError,
+    StoreError,
     check_store_config,
     open_store,
 )
 
 _log = logging.getLogger(__name__)
-
-#: Side output of records that could not be processed, as JSON strings with a reason.
-DEAD_LETTER_TAG = OutputTag("flink-agents-ext-dead-letters", Types.STRING())
 
 StoreSpec = Union[Mapping[str, Any], Callable[[], ActionStateStore]]
 ON_ACTION_ERROR = ("dead_letter", "fail")
@@ -70,7 +69,11 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
         on_action_error: ``"dead_letter"`` (default): a failing action sends the input to
             :data:`DEAD_LETTER_TAG` with the reason and the key moves on; ``"fail"``: the
             task fails and Flink restarts it from the last checkpoint. An action raising
-            :class:`RetryableActionError` always fails the task.
+            :class:`RetryableActionError` always fails the task. A dead-lettered run keeps
+            what its completed actions did (memory updates, emitted outputs, recorded
+            durable calls); the failing action's own emits and memory changes are
+            discarded. A record whose key is ``None`` (a missing key field?) or cannot be
+            encoded is dead-lettered too, without a run.
         max_actions_per_run: bound on actions in one run.
         max_in_flight: ``0`` (default): each run executes inline in ``process_element``.
             ``n > 0``: runs execute on a pool of ``n`` worker threads, so the slow calls of
@@ -83,6 +86,14 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
         poll_interval_ms: how often a key's timer checks its run in flight.
         close_timeout_s: on close (also after a failure), how long to wait for runs still
             executing, so that they do not overlap the restarted attempt's replay.
+        allow_no_checkpointing: run in a job without checkpointing. Nothing is ever pruned
+            then (the store keeps every run's records) and a loud warning is logged; without
+            this option such a job fails at start with :class:`NotRecoverableError`.
+
+    A store that cannot be opened fails the job once with :class:`NotRecoverableError`
+    (no restart loop) when restarting cannot fix it: a bad configuration, a path that
+    cannot be written, a refused login. A transient failure (PostgreSQL not reachable
+    within the store's retries) fails the task, and Flink's restart strategy retries.
     """
 
     def __init__(self, agent: Agent, store: StoreSpec, namespace: str, *,
@@ -90,7 +101,7 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
                  allow_reexecution: bool = False, on_action_error: str = "dead_letter",
                  max_actions_per_run: int = DEFAULT_MAX_ACTIONS_PER_RUN,
                  max_in_flight: int = 0, poll_interval_ms: int = 5,
-                 close_timeout_s: float = 60.0) -> None:
+                 close_timeout_s: float = 60.0, allow_no_checkpointing: bool = False) -> None:
         if not isinstance(agent, Agent):
             raise TypeError(f"agent must be an Agent, got {type(agent).__name__}")
         agent.validate()
@@ -120,12 +131,19 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
         self.max_in_flight = max_in_flight
         self.poll_interval_ms = poll_interval_ms
         self.close_timeout_s = close_timeout_s
+        self.allow_no_checkpointing = allow_no_checkpointing
+        # stats() of an instance never opened (e.g. the client's copy): zeros.
+        self._metrics = RunMetrics()
 
     # -- lifecycle -----------------------------------------------------------------------
     def open(self, runtime_context: Any) -> None:
-        """Open the store, the run mode (and its keyed state) and the metrics."""
-        spec = self.store_spec
-        self.store: ActionStateStore = spec() if callable(spec) else open_store(spec)
+        """Open the store, the run mode (and its keyed state) and the metrics.
+
+        Raises:
+            NotRecoverableError: the store cannot be opened and restarting cannot fix it.
+            StoreError: a transient failure to open the store (Flink restarts the task).
+        """
+        self.store: ActionStateStore = _open_store(self.store_spec)
         self._metrics = RunMetrics()
         env = RunEnv(self.agent, self.store, self.serializer, self.namespace,
                      self.max_actions_per_run, self.on_action_error, self._metrics,
@@ -139,9 +157,30 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
                            lambda: len(self.runs.runs_in_flight()),
                            self.store.size(self.namespace))
 
+    def open_timeline(self, timeline: JobTimeline) -> None:
+        """Refuse a job without checkpointing unless ``allow_no_checkpointing``.
+
+        Raises:
+            NotRecoverableError: checkpointing is off and not allowed.
+        """
+        if timeline.checkpointing:
+            return
+        if not self.allow_no_checkpointing:
+            raise NotRecoverableError(
+                f"DurableAgentFunction (namespace {self.namespace!r}) runs in a job without "
+                f"checkpointing: its action state store is pruned only when checkpoints "
+                f"complete, so it would keep every run's records. Enable checkpointing "
+                f"(env.enable_checkpointing(ms)), or pass allow_no_checkpointing=True to run "
+                f"without pruning")
+        _log.warning(
+            "CHECKPOINTING IS OFF: DurableAgentFunction (namespace %r) runs without "
+            "checkpoints (allow_no_checkpointing=True): NOTHING WILL BE PRUNED, the action "
+            "state store keeps the records of every run", self.namespace)
+
     def stats(self) -> dict[str, int]:
         """This instance's counters since ``open`` (the metrics' values), and the store's
-        record count for the namespace as last measured."""
+        record count for the namespace as last measured; zeros before ``open`` (on the
+        client, the function is a copy that never opens: read the job's metrics)."""
         return {**self._metrics.stats, "store_records": self._metrics.store_records}
 
     def close(self) -> None:
@@ -162,6 +201,9 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
         :class:`InlineRuns` or :class:`ConcurrentRuns`); a key that cannot be encoded is
         dead-lettered."""
         key = ctx.get_current_key()
+        if key is None:
+            yield self._dead_letter(key, None, value, None, _NONE_KEY)
+            return
         try:
             key_enc = encode_key(key)
         except KeyEncodingError as exc:
@@ -177,9 +219,7 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
                      reason: str) -> tuple[OutputTag, str]:
         self._metrics.dead_letter()
         _log.warning("dead letter (key %r, run %s, action %s): %s", key, seq, action, reason)
-        record = {"namespace": self.namespace, "key": _jsonable(key), "seq": seq,
-                  "action": action, "reason": reason, "input": _jsonable(value)}
-        return DEAD_LETTER_TAG, json.dumps(record, sort_keys=True)
+        return DEAD_LETTER_TAG, dead_letter(self.namespace, key, seq, action, reason, value)
 
     # -- checkpoints ---------------------------------------------------------------------
     def snapshot_state(self, context: SnapshotContext) -> Any:
@@ -213,9 +253,15 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
         self._metrics.pruned(count, lambda: self.store.size(self.namespace))
 
 
-def _jsonable(value: Any) -> Any:
+_NONE_KEY = ("the record's key is None (a missing key field?): records without a key are "
+             "not run, or they would all share the key None")
+
+
+def _open_store(spec: StoreSpec) -> ActionStateStore:
+    """Open the store of ``spec``; a failure a restart cannot fix is not recoverable."""
     try:
-        json.dumps(value)
-        return value
-    except (TypeError, ValueError):
-        return repr(value)[:1000]
+        return spec() if callable(spec) else open_store(spec)
+    except StoreError as exc:
+        if exc.transient:
+            raise
+        raise NotRecoverableError(f"cannot open the action state store: {exc}") from exc

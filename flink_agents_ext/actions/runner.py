@@ -39,10 +39,15 @@ class RetryableActionError(FlinkAgentsExtError):
 class ActionFailed(FlinkAgentsExtError):
     """An action of a run failed; the run stops there.
 
+    What the run's *completed* actions did stays: their outputs (in ``result.outputs``),
+    their memory updates (in ``result.memory``), their records and durable calls in the
+    store. The failing action's own emits, sent events and memory changes are discarded
+    (its durable calls stay journaled).
+
     Attributes:
         action: the failing action's name (or ``None`` for a run-level problem).
         reason: a one-line description for the dead-letter output.
-        result: what the run did until the failure (its completed actions stay recorded).
+        result: what the run's completed actions did until the failure.
     """
 
     def __init__(self, action: str | None, reason: str, result: RunResult) -> None:
@@ -74,7 +79,8 @@ def execute_run(agent: Agent, store: ActionStateStore, serializer: Serializer, n
 
     Completed actions found in the store are not run again: their recorded outputs and
     events are re-emitted and their memory updates re-applied. Other actions run, and each
-    is recorded as completed before its effects are applied.
+    is recorded as completed before its effects are applied. When an action fails, the
+    :class:`ActionFailed` carries what the completed actions before it did (see there).
 
     Args:
         memory: the key's memory before the run (not modified; see ``RunResult.memory``),
@@ -123,6 +129,8 @@ def execute_run(agent: Agent, store: ActionStateStore, serializer: Serializer, n
             if (updates.get("set") or updates.get("unset")) and \
                     apply_memory_updates(run_memory.get(), updates):
                 result.memory_changed = True
+                # Current after every completed action: a later failure keeps it.
+                result.memory = run_memory.get()
     if run_memory.loaded:
         result.memory = run_memory.get()
     return result
@@ -199,7 +207,9 @@ def _run_action(action: Action, event: Event, key: Any, record_id: RecordId,
             True,
         )
     except SerializationError as exc:
-        raise ActionFailed(name, f"cannot record the action's effects: {exc}", result) from exc
+        where, cause = _unrecordable(serializer, event, ctx.outputs, sent, updates, exc)
+        raise ActionFailed(name, f"cannot record the effects of action {name}: {where}: "
+                                 f"{cause}", result) from exc
     store.put_action(record)
     # Apply what was recorded, exactly as a replay would (e.g. tuples become lists); what
     # the recording cannot have changed is not read back.
@@ -212,3 +222,21 @@ def _run_action(action: Action, event: Event, key: Any, record_id: RecordId,
     if no_updates:
         return outputs, events, updates
     return outputs, events, serializer.loads(record.memory_updates)
+
+
+def _unrecordable(serializer: Serializer, event: Event, outputs: list[Any],
+                  sent: list[tuple[str, Any]], updates: dict[str, Any],
+                  error: SerializationError) -> tuple[str, SerializationError]:
+    """Which of an action's values the serializer refused (the user's value, not the list
+    holding it), and why."""
+    candidates: list[tuple[str, Any]] = [(f"the {event.type!r} event it reacted to",
+                                          event.payload)]
+    candidates += [(f"the value of ctx.emit() #{i + 1}", o) for i, o in enumerate(outputs)]
+    candidates += [(f"the payload of ctx.send({t!r})", p) for t, p in sent]
+    candidates += [(f"ctx.memory[{n!r}]", v) for n, v in updates["set"].items()]
+    for where, value in candidates:
+        try:
+            serializer.dumps(value)
+        except SerializationError as exc:
+            return where, exc
+    return "its effects", error

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Optional
 
 from pyflink.common.typeinfo import TypeInformation, Types
@@ -9,7 +10,14 @@ from pyflink.datastream import DataStream, KeyedStream, StreamExecutionEnvironme
 from pyflink.java_gateway import get_gateway
 
 from flink_agents_ext.checkpoint.function import CheckpointedKeyedProcessFunction
-from flink_agents_ext.environment import configure_environment, execution_mode
+from flink_agents_ext.environment import (
+    DEFAULT_EXECUTION_MODE,
+    configure_environment,
+    execution_mode,
+    execution_mode_is_set,
+)
+
+_log = logging.getLogger(__name__)
 
 _JAVA_PACKAGE = "org.flinkagentsext"
 #: Java operator class per ``python.execution-mode``.
@@ -30,7 +38,11 @@ def process_with_checkpoints(
 
     Works like ``keyed_stream.process(func, output_type).name(name).uid(uid)`` and, in
     addition, drives ``func``'s checkpoint callbacks from the job's real checkpoints, in the
-    environment's ``python.execution-mode`` (thread or process).
+    environment's ``python.execution-mode`` (thread or process). When the environment has
+    no mode set, it sets thread (:data:`~flink_agents_ext.environment.DEFAULT_EXECUTION_MODE`,
+    not PyFlink's process) through :func:`configure_environment`; Python operators created
+    before this call keep the mode they were created with (call ``configure_environment(env)``
+    first to run them all in thread mode).
 
     Args:
         keyed_stream: the stream to process.
@@ -60,6 +72,12 @@ def process_with_checkpoints(
     from pyflink.fn_execution import flink_fn_execution_pb2
 
     env = StreamExecutionEnvironment(keyed_stream._j_data_stream.getExecutionEnvironment())
+    if not execution_mode_is_set(env):
+        _log.warning(
+            "python.execution-mode is not set: %s runs in %s mode (flink-agents-ext's "
+            "default); Python operators created before it keep PyFlink's default, process. "
+            "Call configure_environment(env) before building the pipeline to run them all in "
+            "one mode.", name, DEFAULT_EXECUTION_MODE)
     configure_environment(env)
     mode = execution_mode(env)
 

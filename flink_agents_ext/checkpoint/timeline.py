@@ -14,7 +14,8 @@ before any element and before ``restore_state``
 (:meth:`CheckpointedKeyedProcessFunction.open_timeline`). Wire format (thread mode: a
 string argument; process mode: the payload of a signal): UTF-8 lines ``lineage``,
 ``job id``, ``attempt``, ``restored checkpoint id`` (``-1`` when not restored), ``id of
-the job that took the restored checkpoint``.
+the job that took the restored checkpoint``, ``checkpointing`` (``1`` when the job has
+checkpointing enabled, ``0`` when not).
 """
 
 from __future__ import annotations
@@ -42,6 +43,8 @@ class JobTimeline:
             ``None`` for a fresh start (then the job id is the lineage).
         restored_checkpoint_job_id: the id of the job that took that checkpoint (the
             current job's id after a failover; an earlier job's after ``flink run -s``).
+        checkpointing: whether the job has checkpointing enabled (without it, no
+            checkpoint callback is ever called).
     """
 
     lineage: str
@@ -49,6 +52,7 @@ class JobTimeline:
     attempt: int = 0
     restored_checkpoint_id: Optional[int] = None
     restored_checkpoint_job_id: Optional[str] = None
+    checkpointing: bool = True
 
     @property
     def restored(self) -> bool:
@@ -64,7 +68,8 @@ class JobTimeline:
         """The wire format (see the module documentation)."""
         cid = -1 if self.restored_checkpoint_id is None else self.restored_checkpoint_id
         return "\n".join([self.lineage, self.job_id, str(self.attempt), str(cid),
-                          self.restored_checkpoint_job_id or ""])
+                          self.restored_checkpoint_job_id or "",
+                          "1" if self.checkpointing else "0"])
 
     @classmethod
     def from_wire(cls, data: Union[str, bytes]) -> JobTimeline:
@@ -76,11 +81,13 @@ class JobTimeline:
         text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else str(data)
         parts = text.split("\n")
         try:
-            lineage, job_id, attempt, cid, cp_job = parts
+            lineage, job_id, attempt, cid, cp_job, checkpointing = parts
             restored = int(cid)
+            if checkpointing not in ("0", "1"):
+                raise ValueError(checkpointing)
             return cls(lineage, job_id, int(attempt),
                        None if restored < 0 else restored,
-                       cp_job if restored >= 0 else None)
+                       cp_job if restored >= 0 else None, checkpointing == "1")
         except ValueError as exc:
             raise CheckpointLedgerError(f"corrupt job timeline from the operator: "
                                         f"{text!r}") from exc

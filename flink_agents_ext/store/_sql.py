@@ -271,7 +271,7 @@ class SQLStore(ActionStateStore):
                     if attempt >= self._retries:
                         raise StoreError(
                             f"{self._label}: {operation} failed after {attempt + 1} "
-                            f"attempt(s): {self._describe(exc)}") from exc
+                            f"attempt(s): {self._describe(exc)}", transient=True) from exc
                     delay = self._delay(attempt)
                     attempt += 1
                     self._log.warning(

@@ -37,7 +37,18 @@ _S = TypeVar("_S", bound="ActionStateStore")
 
 
 class StoreError(FlinkAgentsExtError):
-    """The action state store failed (after any retries the backend makes)."""
+    """The action state store failed (after any retries the backend makes).
+
+    Attributes:
+        transient: whether the failure may go away by itself: a server that could not be
+            reached within the retries (down, starting, restarting). ``False`` (the default)
+            for what a restart cannot fix: a bad configuration, a refused login, a path that
+            cannot be written, a file or schema that is not an action state store.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class StoreConfigError(StoreError):

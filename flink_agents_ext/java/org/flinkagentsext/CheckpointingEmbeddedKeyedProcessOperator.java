@@ -67,6 +67,15 @@ public class CheckpointingEmbeddedKeyedProcessOperator<K, IN, OUT>
 
     @Override
     public void open() throws Exception {
+        try {
+            openBridge();
+        } catch (Exception e) {
+            throw NotRecoverable.classify(e);
+        }
+    }
+
+    /** Opens the Python function (in {@code super.open()}), then the bridge. */
+    private void openBridge() throws Exception {
         super.open();
         interpreter.set("_fae_operator", this);
         interpreter.exec(

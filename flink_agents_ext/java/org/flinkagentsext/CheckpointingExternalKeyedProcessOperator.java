@@ -135,6 +135,15 @@ public class CheckpointingExternalKeyedProcessOperator<OUT>
 
     @Override
     public void open() throws Exception {
+        try {
+            openBridge();
+        } catch (Exception e) {
+            throw NotRecoverable.classify(e);
+        }
+    }
+
+    /** Starts the Python worker; the first signal's bundle opens the function. */
+    private void openBridge() throws Exception {
         super.open();
         RowTypeInfo keyType = new RowTypeInfo(((RowTypeInfo) getInputTypeInfo()).getTypeAt(0));
         signalSerializer =

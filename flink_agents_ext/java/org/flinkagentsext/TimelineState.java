@@ -3,6 +3,7 @@ package org.flinkagentsext;
 import org.apache.flink.api.common.state.ListState;
 import org.apache.flink.api.common.state.ListStateDescriptor;
 import org.apache.flink.api.common.typeutils.base.StringSerializer;
+import org.apache.flink.configuration.CheckpointingOptions;
 import org.apache.flink.runtime.state.StateInitializationContext;
 import org.apache.flink.streaming.api.operators.StreamingRuntimeContext;
 
@@ -17,7 +18,7 @@ import java.util.Collections;
  * the lineage back, and the id of the job that took the restored checkpoint. A restore from a
  * checkpoint without this state (taken before lineages existed) gets the legacy lineage "".
  * {@link #wire()} is what the Python bridge's {@code open_timeline} reads (see
- * {@code flink_agents_ext/checkpoint/timeline.py}).
+ * {@code flink_agents_ext/checkpoint/timeline.py}), with whether the job checkpoints at all.
  */
 final class TimelineState {
 
@@ -30,15 +31,17 @@ final class TimelineState {
     private final int attempt;
     private final long restoredCheckpointId;
     private final String restoredCheckpointJobId;
+    private final boolean checkpointing;
 
     private TimelineState(ListState<String> state, String lineage, String jobId, int attempt,
-            long restoredCheckpointId, String restoredCheckpointJobId) {
+            long restoredCheckpointId, String restoredCheckpointJobId, boolean checkpointing) {
         this.state = state;
         this.lineage = lineage;
         this.jobId = jobId;
         this.attempt = attempt;
         this.restoredCheckpointId = restoredCheckpointId;
         this.restoredCheckpointJobId = restoredCheckpointJobId;
+        this.checkpointing = checkpointing;
     }
 
     /** Registers the state in {@code initializeState} and decides the lineage. */
@@ -50,8 +53,10 @@ final class TimelineState {
                                 new ListStateDescriptor<>(NAME, StringSerializer.INSTANCE));
         String jobId = runtime.getJobInfo().getJobId().toHexString();
         int attempt = runtime.getTaskInfo().getAttemptNumber();
+        boolean checkpointing =
+                CheckpointingOptions.isCheckpointingEnabled(runtime.getJobConfiguration());
         if (!context.isRestored()) {
-            return new TimelineState(state, jobId, jobId, attempt, -1L, "");
+            return new TimelineState(state, jobId, jobId, attempt, -1L, "", checkpointing);
         }
         String lineage = null;
         String checkpointJob = null;
@@ -70,15 +75,16 @@ final class TimelineState {
         }
         long restoredId = context.getRestoredCheckpointId().orElse(0L);
         if (lineage == null) { // a checkpoint taken before lineages existed
-            return new TimelineState(state, "", jobId, attempt, restoredId, "");
+            return new TimelineState(state, "", jobId, attempt, restoredId, "", checkpointing);
         }
-        return new TimelineState(state, lineage, jobId, attempt, restoredId, checkpointJob);
+        return new TimelineState(
+                state, lineage, jobId, attempt, restoredId, checkpointJob, checkpointing);
     }
 
     /** The timeline in the wire format of the Python bridge. */
     String wire() {
         return lineage + "\n" + jobId + "\n" + attempt + "\n" + restoredCheckpointId + "\n"
-                + restoredCheckpointJobId;
+                + restoredCheckpointJobId + "\n" + (checkpointing ? "1" : "0");
     }
 
     /** Stores this subtask's entry with the checkpoint being taken. */
