@@ -67,6 +67,7 @@ clean:
 # ---- cluster: a local standalone Flink cluster (scripts/cluster.sh; README "Running on a standalone Flink cluster")
 # make cluster-start cluster-submit cluster-checkpoints cluster-savepoint cluster-resume \
 #      cluster-wait cluster-summary cluster-stop      (CONFIG=... for another job profile)
+# make cluster-submit-py JOB=mine.py ARGS="--out /abs/dir"   a pipeline of your own
 # The cluster's state lives in out/cluster (FAE_CLUSTER_DIR); REST/web UI on :8081.
 CLUSTER        := bash scripts/cluster.sh
 CLUSTER_CONFIG ?= conf/cluster.yaml
@@ -74,7 +75,7 @@ CLUSTER_CONFIG ?= conf/cluster.yaml
 # CONFIG is given on the command line or in the environment.
 CLUSTER_JOB_CONFIG = $(if $(filter command line environment,$(origin CONFIG)),$(CONFIG),$(CLUSTER_CONFIG))
 
-.PHONY: cluster-start cluster-submit cluster-checkpoints cluster-savepoint cluster-resume \
+.PHONY: cluster-start cluster-submit cluster-submit-py cluster-checkpoints cluster-savepoint cluster-resume \
 	cluster-wait cluster-summary cluster-status cluster-logs cluster-stop cluster-pg
 
 cluster-start: jar
@@ -87,6 +88,12 @@ cluster-pg: setup
 
 cluster-submit: jar cluster-pg
 	$(CLUSTER) submit --config $(CLUSTER_JOB_CONFIG)
+
+JOB  ?=
+ARGS ?=
+cluster-submit-py: jar
+	@test -n "$(JOB)" || (echo 'usage: make cluster-submit-py JOB=mine.py [ARGS="..."]' >&2; exit 2)
+	$(CLUSTER) submit-py $(JOB) $(ARGS)
 
 cluster-checkpoints: setup
 	$(CLUSTER) checkpoints

@@ -8,8 +8,11 @@ Public names:
 * :func:`configure_environment`: prepare a ``StreamExecutionEnvironment`` (jar, Python).
 * :class:`CheckpointPayload`, :class:`SnapshotContext`, :class:`JobTimeline`: callback
   arguments.
+* :func:`stop_with_savepoint`: stop a job with a savepoint (PyFlink 2.3.0's own
+  ``JobClient.stop_with_savepoint`` is broken).
 """
 
+from flink_agents_ext._compat import stop_with_savepoint
 from flink_agents_ext.checkpoint import (
     CheckpointedKeyedProcessFunction,
     CheckpointPayload,
@@ -28,4 +31,5 @@ __all__ = [
     "SnapshotContext",
     "configure_environment",
     "process_with_checkpoints",
+    "stop_with_savepoint",
 ]

@@ -1,8 +1,10 @@
-"""The one place that knows which PyFlink release the bridge is built for."""
+"""The one place that knows which PyFlink release the bridge is built for (and works around
+its known bugs)."""
 
 from __future__ import annotations
 
 from importlib import metadata
+from typing import Any
 
 from flink_agents_ext.errors import UnsupportedFlinkVersionError
 
@@ -28,3 +30,21 @@ def check_flink_version() -> None:
             f"internal Java operators, which change between releases. Install it with "
             f"'pip install apache-flink=={SUPPORTED_FLINK_VERSION}'."
         )
+
+
+def stop_with_savepoint(job_client: Any, savepoint_directory: str,
+                        advance_to_end_of_event_time: bool = False) -> str:
+    """Stop the job of ``job_client`` (from ``env.execute_async``) with a savepoint in
+    ``savepoint_directory`` (e.g. ``"file:///tmp/savepoints"``); wait for it and return the
+    savepoint's path.
+
+    PyFlink 2.3.0's own ``JobClient.stop_with_savepoint`` (and ``trigger_savepoint``) call
+    the Java method without the savepoint format Flink 2.x requires, and fail with
+    ``Py4JException: Method stopWithSavepoint([class java.lang.Boolean, class
+    java.lang.String]) does not exist``. This calls it with the canonical format.
+    """
+    from pyflink.java_gateway import get_gateway
+
+    fmt = get_gateway().jvm.org.apache.flink.core.execution.SavepointFormatType.CANONICAL
+    return str(job_client._j_job_client.stopWithSavepoint(
+        advance_to_end_of_event_time, savepoint_directory, fmt).get())

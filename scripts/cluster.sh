@@ -8,6 +8,10 @@
 #                                             flink run -d the main job, or the job script
 #                                             FILE taking the same options (default F:
 #                                             conf/cluster.yaml); saves the job id
+#   scripts/cluster.sh submit-py FILE.py [ARGS...]
+#                                             flink run -d a pipeline of your own (any
+#                                             PyFlink script; ARGS must not start with an
+#                                             option of 'flink run'); saves the job id
 #   scripts/cluster.sh checkpoints            the job's checkpoints, over REST
 #   scripts/cluster.sh savepoint              flink stop --savepointPath: stop the job with a
 #                                             savepoint; saves the savepoint path
@@ -187,15 +191,23 @@ run_job() {
   local savepoint="$1" job="$2" zip out rc t0 id
   shift 2
   require_rest
-  "$PY" -W ignore::RuntimeWarning -m flink_agents_ext.jar >/dev/null || die "building the bridge jar failed"
+  local jar
+  jar="$("$PY" -W ignore::RuntimeWarning -m flink_agents_ext.jar 2>/dev/null | tail -n 1)" \
+    && [ -f "$jar" ] || die "building the bridge jar failed (run: $PY -m flink_agents_ext.jar)"
+  # The client imports the package from the -pyfs zip, which has no Java sources: it uses
+  # this jar (the job script need not put the repository on sys.path).
+  export FLINK_AGENTS_EXT_JAR="$jar"
   zip="$(package_zip)"
   local cmd=("$FLINK" run -d)
   [ -n "$savepoint" ] && cmd+=(-s "$savepoint")
-  # The job's own arguments must start with one the flink CLI does not know (--config): the
-  # CLI would take a leading option of its own (e.g. -d) for itself.
-  [ "${1:-}" = --config ] || die "internal: the job arguments must start with --config"
+  # The job's own arguments must not start with an option the flink CLI knows (e.g. -d): it
+  # would take it for itself. The main job's start with --config.
+  case "${1:-}" in -d|--detached|-s|--fromSavepoint|-p|--parallelism|-py|--python)
+    die "the job's arguments start with '$1', an option of 'flink run': put one of the job's own first" ;;
+  esac
   cmd+=(-py "$job" -pyfs "$zip" -pyexec "$PY" -pyclientexec "$PY" "$@")
-  [ -n "$savepoint" ] && cmd+=(--from-savepoint "$savepoint")
+  # A job taking the main job's options keeps its outputs and store when resumed.
+  if [ -n "$savepoint" ] && [ "${1:-}" = --config ]; then cmd+=(--from-savepoint "$savepoint"); fi
   t0="$(now)"
   set +e
   out="$(cd "$ROOT" && timeout --kill-after=10 "$SUBMIT_TIMEOUT" "${cmd[@]}" 2>&1)"
@@ -261,6 +273,18 @@ cmd_submit() {
   printf '%s\n' "$job" --config "$config" "${args[@]}" >"$CLUSTER_DIR/job-args"
   rm -f "$CLUSTER_DIR/savepoint"
   run_job "" "$job" --config "$config" "${args[@]}"
+}
+
+# flink run -d a pipeline of your own: $1 the Python file, then its arguments.
+cmd_submit_py() {
+  [ $# -ge 1 ] || die "submit-py needs a Python file: cluster.sh submit-py FILE.py [ARGS...]"
+  local job="$1"
+  shift
+  case "$job" in /*) ;; *) job="$PWD/$job" ;; esac
+  [ -f "$job" ] || die "no such Python file: $job"
+  printf '%s\n' "$job" "$@" >"$CLUSTER_DIR/job-args"
+  rm -f "$CLUSTER_DIR/savepoint"
+  run_job "" "$job" "$@"
 }
 
 saved_args() {
@@ -432,6 +456,7 @@ cmd="${1:-}"
 case "$cmd" in
   start) cmd_start ;;
   submit) cmd_submit "$@" ;;
+  submit-py) cmd_submit_py "$@" ;;
   checkpoints) cmd_checkpoints ;;
   savepoint) cmd_savepoint ;;
   resume) cmd_resume ;;

@@ -23,7 +23,11 @@ from pyflink.datastream import MapFunction, StreamExecutionEnvironment
 from pyflink.datastream.connectors.file_system import FileSink
 from pyflink.datastream.connectors.number_seq import NumberSequenceSource
 
-from flink_agents_ext import configure_environment, process_with_checkpoints
+from flink_agents_ext import (
+    configure_environment,
+    process_with_checkpoints,
+    stop_with_savepoint,
+)
 from flink_agents_ext.actions import INPUT, ActionContext, Agent, DurableAgentFunction
 from flink_agents_ext.store import RecordId
 
@@ -179,13 +183,7 @@ def main() -> None:
         if os.path.exists(ledger) and sum(1 for _ in open(ledger)) >= args.stop_after:
             break
         time.sleep(0.05)
-    # PyFlink 2.3's JobClient.stop_with_savepoint calls a Java signature that no longer
-    # exists; call the Java client with the savepoint format.
-    from pyflink.java_gateway import get_gateway
-
-    fmt = get_gateway().jvm.org.apache.flink.core.execution.SavepointFormatType.CANONICAL
-    path = client._j_job_client.stopWithSavepoint(
-        False, "file://" + os.path.join(args.out, "savepoints"), fmt).get()
+    path = stop_with_savepoint(client, "file://" + os.path.join(args.out, "savepoints"))
     print(f"SAVEPOINT {path}", flush=True)
     sys.exit(0)
 
