@@ -60,10 +60,29 @@ def test_wrong_type_is_named(tmp_path: Path) -> None:
 
 def test_unknown_backend_is_named(tmp_path: Path) -> None:
     data = base()
-    data["store"]["backend"] = "kafka"
-    with pytest.raises(ConfigError,
-                       match=r"'store\.backend' must be one of sqlite, postgres; got 'kafka'"):
+    data["store"]["backend"] = "redis"
+    with pytest.raises(ConfigError, match=r"'store\.backend' must be one of sqlite, postgres, "
+                                          r"kafka; got 'redis'"):
         load_config(write(tmp_path, data))
+
+
+def test_kafka_store_section(tmp_path: Path) -> None:
+    data = base()
+    data["store"] = {"backend": "kafka", "bootstrap_servers": "broker:9092",
+                     "topic": "actions", "partitions": 8, "recovery": "full_scan",
+                     "timeout_s": 10, "create_topics": False, "replication_factor": 3}
+    assert load_config(write(tmp_path, data)).store == data["store"]
+    data["store"] = {"backend": "kafka", "bootstrap_servers": "broker:9092"}
+    assert load_config(write(tmp_path, data)).store == data["store"]
+    for key, value, message in [
+            ("bootstrap_servers", None, r"'store\.bootstrap_servers' is missing"),
+            ("partitions", 0, r"'store\.partitions' must be >= 1"),
+            ("recovery", "lazy", r"'store\.recovery' must be one of marker, full_scan"),
+            ("create_topics", "yes", r"'store\.create_topics' must be true or false"),
+            ("path", "x.db", r"unknown key\(s\) in 'store': path")]:
+        data["store"] = {"backend": "kafka", "bootstrap_servers": "broker:9092", key: value}
+        with pytest.raises(ConfigError, match=message):
+            load_config(write(tmp_path, data))
 
 
 def test_other_errors(tmp_path: Path) -> None:

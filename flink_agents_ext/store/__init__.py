@@ -6,7 +6,9 @@ Public names: the interface (:class:`ActionStateStore`, :class:`ActionRecord`,
 ``PostgresStore`` in :mod:`flink_agents_ext.store.postgres`, which needs psycopg 3) and
 :func:`open_store`, which opens a backend from a configuration mapping such as
 ``{"backend": "sqlite", "path": "/var/lib/job/actions.db"}`` or ``{"backend": "postgres",
-"host": "db", "port": 5432, "dbname": "flink", "user": "flink", "password_env": "PGPASS"}``.
+"host": "db", "port": 5432, "dbname": "flink", "user": "flink", "password_env": "PGPASS"}``
+or ``{"backend": "kafka", "bootstrap_servers": "kafka:9092", "topic": "actions"}``
+(:mod:`flink_agents_ext.store.kafka`, which needs confluent-kafka).
 Every backend also takes the settings of :data:`COMMIT_SETTINGS` (``"commit": "group"``
 wraps it in a :class:`GroupCommitStore`). The backends and their settings are declared in
 :mod:`flink_agents_ext.store.settings`; :func:`check_store_config` checks a configuration

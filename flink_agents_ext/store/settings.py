@@ -21,14 +21,18 @@ from typing import Any, Callable, Mapping, Optional
 
 from flink_agents_ext.store.base import StoreConfigError
 
-__all__ = ["BACKENDS", "COMMIT_MODES", "COMMIT_SETTINGS", "SYNCHRONOUS_MODES", "Backend",
-           "Setting", "check_settings", "check_store_config"]
+__all__ = ["BACKENDS", "COMMIT_MODES", "COMMIT_SETTINGS", "RECOVERY_MODES", "SYNCHRONOUS_MODES",
+           "Backend", "Setting", "check_settings", "check_store_config"]
 
 #: Accepted values of the SQLite setting ``synchronous`` (case-insensitive).
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 #: Accepted values of the store setting ``commit``: ``"each"`` (every put is committed
 #: before it returns; the default) and ``"group"`` (:mod:`~flink_agents_ext.store.group_commit`).
 COMMIT_MODES = ("each", "group")
+
+#: Accepted values of the Kafka setting ``recovery``: rebuild a namespace's index from its
+#: recovery marker, or from the whole topic (:mod:`~flink_agents_ext.store.kafka`).
+RECOVERY_MODES = ("marker", "full_scan")
 
 _TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false"}
 
@@ -141,6 +145,17 @@ BACKENDS: dict[str, Backend] = {
         Setting("retries", int, minimum=0),
         Setting("backoff_s", float, minimum=0),
         Setting("schema", str),
+    )),
+    # Compacted topics with tombstones and an in-memory index; replication_factor -1 takes
+    # the broker's default.
+    "kafka": Backend("flink_agents_ext.store.kafka", "KafkaStore", (
+        Setting("bootstrap_servers", str, required=True),
+        Setting("topic", str),
+        Setting("partitions", int, minimum=1),
+        Setting("replication_factor", int, minimum=-1),
+        Setting("recovery", str, choices=RECOVERY_MODES),
+        Setting("timeout_s", float, minimum=0, exclusive_minimum=True),
+        Setting("create_topics", bool),
     )),
 }
 
