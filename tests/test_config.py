@@ -76,7 +76,7 @@ def test_kafka_store_section(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, data)).store == data["store"]
     for key, value, message in [
             ("bootstrap_servers", None, r"'store\.bootstrap_servers' is missing"),
-            ("partitions", 0, r"'store\.partitions' must be >= 1"),
+            ("partitions", 0, r"'store\.partitions' must be an integer >= 1"),
             ("recovery", "lazy", r"'store\.recovery' must be one of marker, full_scan"),
             ("create_topics", "yes", r"'store\.create_topics' must be true or false"),
             ("path", "x.db", r"unknown key\(s\) in 'store': path")]:
@@ -158,6 +158,9 @@ def test_store_section_accepts_exactly_the_declared_settings(tmp_path: Path,
 VALUES = {"path": "x.db", "synchronous": "FULL", "busy_timeout_ms": 500, "host": "db",
           "port": 5432, "dbname": "d", "user": "u", "password_env": "PW",
           "connect_timeout_s": 2.5, "retries": 1, "backoff_s": 0.5, "schema": "jobs",
+          "bootstrap_servers": "broker:9092", "topic": "actions", "partitions": 8,
+          "replication_factor": 3, "recovery": "full_scan", "timeout_s": 10,
+          "create_topics": False,
           "commit": "group", "commit_interval_ms": 10, "commit_max_records": 100}
 
 

@@ -29,7 +29,7 @@ def build(store: Any) -> DurableAgentFunction:
 
 @pytest.mark.parametrize(("store", "setting", "message"), [
     ({"backend": "sqlit", "path": "x.db"}, "backend",
-     r"'backend' must be one of \['sqlite', 'postgres'\], got 'sqlit'"),
+     r"'backend' must be one of \['sqlite', 'postgres', 'kafka'\], got 'sqlit'"),
     ({"backend": "sqlite"}, "path", r"'path' is missing"),
     ({"backend": "sqlite", "path": "x.db", "synchronous": "fast"}, "synchronous",
      r"'synchronous' must be one of OFF, NORMAL, FULL, EXTRA, got str 'fast'"),
@@ -95,6 +95,9 @@ def test_good_configs_pass_without_touching_anything(tmp_path: Path) -> None:
     # PostgreSQL: the settings only; the server and the password variable are the task's.
     check_store_config({"backend": "postgres", "host": "nowhere.invalid", "port": 5432,
                         "dbname": "d", "user": "u", "password_env": "FAE_NO_SUCH_VARIABLE"})
+    # Kafka: the settings only; the brokers are the task's.
+    check_store_config({"backend": "kafka", "bootstrap_servers": "nowhere.invalid:9092",
+                        "recovery": "full_scan", "commit": "group"})
     build(lambda: SQLiteStore(":memory:"))  # a factory is the caller's business
 
 

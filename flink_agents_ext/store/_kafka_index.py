@@ -141,7 +141,7 @@ class KafkaIndex:
                 where = ", ".join(f"{t}[{p}] at {self._position((t, p))} of {targets[(t, p)]}"
                                   for t, p in sorted(pending))
                 raise StoreError(f"Kafka store: reading made no progress for "
-                                 f"{self.timeout_s} s ({where})")
+                                 f"{self.timeout_s} s ({where})", transient=True)
         for horizon in (*self._horizon.values(), *([self._all] if self._all else [])):
             for p in range(self.partitions):
                 horizon[p] = max(horizon[p], self._pos[p])

@@ -126,7 +126,8 @@ class KafkaStore(ActionStateStore):
             self._index.catch_up((), meta=True)
             self._check_layout(count)
         except KafkaException as exc:
-            raise StoreError(f"Kafka store {self}: cannot open: {_reason(exc)}") from exc
+            raise StoreError(f"Kafka store {self}: cannot open: {_reason(exc)}",
+                             transient=_transient(exc)) from exc
         self._last_marker: dict[str, list[int]] = {}
 
     def __repr__(self) -> str:
@@ -169,7 +170,8 @@ class KafkaStore(ActionStateStore):
                     for name in wanted):
                 break
             if time.monotonic() > deadline:
-                raise StoreError(f"Kafka store {self}: topics not visible after creation")
+                raise StoreError(f"Kafka store {self}: topics not visible after creation",
+                                 transient=True)
             time.sleep(0.1)
         resources = [ConfigResource("topic", name) for name in wanted]
         for resource, future in admin.describe_configs(resources).items():
@@ -186,7 +188,8 @@ class KafkaStore(ActionStateStore):
         except KafkaException as exc:
             seen = f" ({self._client_errors[-1]})" if self._client_errors else ""
             raise StoreError(f"Kafka store {self}: brokers not reachable within "
-                             f"{self._timeout_s} s: {_reason(exc)}{seen}") from exc
+                             f"{self._timeout_s} s: {_reason(exc)}{seen}",
+                             transient=True) from exc
 
     def _check_layout(self, partitions: int) -> None:
         layout = self._index.layout
@@ -210,7 +213,7 @@ class KafkaStore(ActionStateStore):
                 yield self._index
             except KafkaException as exc:
                 raise StoreError(f"Kafka store {self}: {operation} failed: "
-                                 f"{_reason(exc)}") from exc
+                                 f"{_reason(exc)}", transient=_transient(exc)) from exc
 
     def _send(self, messages: Sequence[Message]) -> None:
         """Produce ``messages`` in order and wait until every one is acknowledged."""
@@ -240,7 +243,7 @@ class KafkaStore(ActionStateStore):
         while acknowledged[0] < len(messages):
             if time.monotonic() > deadline:
                 raise StoreError(f"Kafka store {self}: writes not acknowledged within "
-                                 f"{self._timeout_s} s")
+                                 f"{self._timeout_s} s", transient=True)
             self._producer.poll(0.05)
         if errors:
             raise StoreError(f"Kafka store {self}: write failed: {errors[0]}")
@@ -462,6 +465,14 @@ class KafkaStore(ActionStateStore):
                 self._producer.flush(self._timeout_s)
             finally:
                 self._index.close()
+
+
+def _transient(exc: KafkaException) -> bool:
+    """Whether a client error may go away by itself (a broker down, a timeout)."""
+    error = exc.args[0] if exc.args else None
+    return not isinstance(error, KafkaError) or error.retriable() or error.code() in (
+        KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN, KafkaError._TIMED_OUT,
+        KafkaError.REQUEST_TIMED_OUT)
 
 
 def _reason(exc: KafkaException) -> str:
