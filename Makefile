@@ -42,7 +42,7 @@ run: jar kafka-broker
 # A profile whose Kafka bootstrap is on 127.0.0.1 gets the throwaway broker on that port
 # (scripts/kafka-test-server.sh, data in .kafka/); started once, reused after.
 kafka-broker: setup
-	@port=$$(sed -n 's/^ *bootstrap_servers: *127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' $(CONFIG)); \
+	@port=$$(sed -n 's/^ *bootstrap_servers: *127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' $(CONFIG) | head -n 1); \
 	if [ -n "$$port" ]; then FAE_KAFKA_PORT=$$port bash scripts/kafka-test-server.sh start >/dev/null; fi
 
 demo: jar

@@ -18,6 +18,7 @@ RATIOS = [
     ("baseline_snapshot_cost_ratio_1m_vs_10k", "full-scan baseline\n1M / 10k keys", 2.0, False),
     ("store_growth_ratio", "store growth\nend / midpoint", 1.1, False),
     ("async_speedup", "64 vs 1 runs in\nflight (speed-up)", 40.0, True),
+    ("kafka_recovery_speedup_1m", "Kafka recovery, 1M\nmarker vs full scan", 10.0, True),
 ]
 
 

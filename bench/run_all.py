@@ -14,6 +14,7 @@ from bench import (
     bridge_overhead,
     concurrency,
     durable_throughput,
+    kafka_recovery,
     plot,
     snapshot_cost,
     store_growth,
@@ -46,6 +47,8 @@ def main() -> None:
     results.update(durable_throughput.main())
     print("\n== store growth under steady load (end vs midpoint) ==")
     results.update(store_growth.main())
+    print("\n== Kafka store: recovery at 1M records, from the marker vs a full scan ==")
+    results.update(kafka_recovery.main())
     path = ROOT / "bench-results.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwrote {path} and {plot.plot(results, ROOT / 'bench-results')}")

@@ -17,8 +17,11 @@ at everything, and it is checked relative to its value at the start.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import uuid
+from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
@@ -31,6 +34,8 @@ from flink_agents_ext.store.base import (
     RecordId,
     StoreError,
 )
+
+ROOT = Path(__file__).resolve().parent.parent
 
 #: Opens a new store object on the test's database.
 StoreFactory = Callable[[], ActionStateStore]
@@ -94,6 +99,29 @@ def run_threads(count: int, target: Callable[[int], None]) -> None:
     assert not any(t.is_alive() for t in threads), "writer threads did not finish"
     if errors:
         raise errors[0]
+
+
+def check_put_survives_a_killed_process(open_source: str,
+                                        reopen: Callable[[], ActionStateStore]) -> None:
+    """Put an action record and a call in a process that then kills itself (``kill -9``,
+    no close); ``reopen`` must find both. ``open_source`` is Python source assigning the
+    store to ``store`` (imports included)."""
+    script = "\n".join([
+        "import os, signal",
+        "from flink_agents_ext.store import ActionRecord, CallRecord, CallStatus, RecordId",
+        open_source,
+        "rid = RecordId('ns', 'k', 1, 'a', 0)",
+        "store.put_action(ActionRecord(rid, b'e', b'o', b'v', b'm', True))",
+        "store.put_call(CallRecord(rid, 0, 'f', 'd', CallStatus.OK, result=b'r'))",
+        "os.kill(os.getpid(), signal.SIGKILL)"])
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    with reopen() as store:
+        record_id = RecordId("ns", "k", 1, "a", 0)
+        assert store.get_action(record_id) == ActionRecord(record_id, b"e", b"o", b"v", b"m",
+                                                           True)
+        assert [c.result for c in store.get_calls(record_id)] == [b"r"]
 
 
 class StoreContract:

@@ -17,6 +17,9 @@ def test_the_kafka_profile_loads() -> None:
     assert cfg.kafka == KafkaSettings("127.0.0.1:59092", "triage-tickets", "triage-results",
                                       "triage-dead-letters", 2, 60_000)
     assert load_config(ROOT / "conf" / "local.yaml").kafka is None
+    # Its action records are in Kafka too, on the same broker.
+    assert cfg.store["backend"] == "kafka"
+    assert cfg.store["bootstrap_servers"] == cfg.kafka.bootstrap_servers
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [

@@ -68,4 +68,6 @@ def run_and_check(tmp_path: Path, broker: KafkaBroker, store: dict[str, Any]) ->
 @pytest.mark.timeout(600)
 def test_kafka_job_exactly_once_with_a_failure(tmp_path: Path,
                                                kafka: KafkaBroker) -> None:  # noqa: F811
-    run_and_check(tmp_path, kafka, {"backend": "sqlite", "path": str(tmp_path / "a.db")})
+    # The profile's own store: action records in Kafka as well (store/kafka.py).
+    run_and_check(tmp_path, kafka, {"backend": "kafka", "bootstrap_servers": kafka.bootstrap,
+                                    "topic": kafka.topic("actions")})

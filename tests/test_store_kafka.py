@@ -6,9 +6,6 @@ tests/test_store_kafka_model.py."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
 import time
 from typing import Any, Iterator
 
@@ -19,13 +16,11 @@ from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 from flink_agents_ext.store import (
     ActionRecord,
     GroupCommitStore,
-    RecordId,
     StoreConfigError,
     StoreError,
     open_store,
 )
 from flink_agents_ext.store.kafka import TOPIC_CONFIG, KafkaStore
-from tests.conftest import ROOT
 from tests.kafka_broker import KafkaBroker, kafka  # noqa: F401 (fixture)
 from tests.store_contract import (
     GroupCommitContract,
@@ -33,6 +28,7 @@ from tests.store_contract import (
     StoreFactory,
     action_record,
     call_record,
+    check_put_survives_a_killed_process,
     fill,
     rid,
 )
@@ -179,24 +175,10 @@ def test_prune_writes_tombstones_that_compaction_removes(
 # -- durability -----------------------------------------------------------------------------
 def test_put_survives_a_killed_process(kafka: KafkaBroker) -> None:  # noqa: F811
     topic = kafka.topic("kill")
-    script = textwrap.dedent(f"""
-        import os, signal
-        from flink_agents_ext.store import ActionRecord, CallRecord, CallStatus, RecordId
-        from flink_agents_ext.store.kafka import KafkaStore
-        store = KafkaStore({kafka.bootstrap!r}, topic={topic!r})
-        rid = RecordId("ns", "k", 1, "a", 0)
-        store.put_action(ActionRecord(rid, b"e", b"o", b"v", b"m", True))
-        store.put_call(CallRecord(rid, 0, "f", "d", CallStatus.OK, result=b"r"))
-        os.kill(os.getpid(), signal.SIGKILL)
-    """)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode == -9, proc.stderr
-    with KafkaStore(kafka.bootstrap, topic=topic) as store:
-        record_id = RecordId("ns", "k", 1, "a", 0)
-        assert store.get_action(record_id) == ActionRecord(record_id, b"e", b"o", b"v", b"m",
-                                                           True)
-        assert [c.result for c in store.get_calls(record_id)] == [b"r"]
+    check_put_survives_a_killed_process(
+        f"from flink_agents_ext.store.kafka import KafkaStore\n"
+        f"store = KafkaStore({kafka.bootstrap!r}, topic={topic!r})",
+        lambda: KafkaStore(kafka.bootstrap, topic=topic))
 
 
 # -- errors ---------------------------------------------------------------------------------

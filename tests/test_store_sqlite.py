@@ -22,7 +22,13 @@ from flink_agents_ext.store import (
     open_store,
 )
 from flink_agents_ext.store.sqlite import APPLICATION_ID, SCHEMA_VERSION
-from tests.store_contract import StoreContract, StoreFactory, action_record, rid
+from tests.store_contract import (
+    StoreContract,
+    StoreFactory,
+    action_record,
+    check_put_survives_a_killed_process,
+    rid,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -133,25 +139,10 @@ def test_payload_columns_must_be_bytes(tmp_path: Path) -> None:
 
 # -- durability ------------------------------------------------------------------------------
 def test_put_survives_a_killed_process(tmp_path: Path) -> None:
-    path = tmp_path / "store.db"
-    script = textwrap.dedent(f"""
-        import os, signal
-        from flink_agents_ext.store import ActionRecord, CallRecord, CallStatus, RecordId
-        from flink_agents_ext.store import SQLiteStore
-        store = SQLiteStore({str(path)!r})
-        rid = RecordId("ns", "k", 1, "a", 0)
-        store.put_action(ActionRecord(rid, b"e", b"o", b"v", b"m", True))
-        store.put_call(CallRecord(rid, 0, "f", "d", CallStatus.OK, result=b"r"))
-        os.kill(os.getpid(), signal.SIGKILL)
-    """)
-    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
-    assert proc.returncode == -9, proc.stderr
-    with SQLiteStore(str(path)) as store:
-        record_id = RecordId("ns", "k", 1, "a", 0)
-        assert store.get_action(record_id) == ActionRecord(record_id, b"e", b"o", b"v", b"m",
-                                                           True)
-        assert [c.result for c in store.get_calls(record_id)] == [b"r"]
+    path = str(tmp_path / "store.db")
+    check_put_survives_a_killed_process(
+        f"from flink_agents_ext.store import SQLiteStore\nstore = SQLiteStore({path!r})",
+        lambda: SQLiteStore(path))
 
 
 def test_processes_creating_the_same_file_at_once(tmp_path: Path) -> None:
