@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -74,15 +77,49 @@ def test_sqlite_path_below_a_file(tmp_path: Path) -> None:
         SQLiteStore(str(path))
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into any directory")
-def test_unwritable_sqlite_directory(tmp_path: Path) -> None:
-    locked = tmp_path / "locked"
-    locked.mkdir(mode=0o500)
+def _check_as(uid: int | None, path: str) -> str:
+    """The message of the StoreConfigError building a function on ``path`` raises, checked in a
+    forked child running as ``uid`` (None: this process's user)."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: drop privileges, build, report, exit without pytest's teardown
+        os.close(read)
+        try:
+            if uid is not None:
+                os.setgid(uid)
+                os.setuid(uid)
+            try:
+                build({"backend": "sqlite", "path": path})
+                out = "accepted"
+            except StoreConfigError as exc:
+                out = f"{exc.setting}|{exc}"
+        except BaseException as exc:  # reported to the parent
+            out = f"error|{exc!r}"
+        os.write(write, out.encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        out = pipe.read()
+    os.waitpid(pid, 0)
+    return out
+
+
+def test_unwritable_sqlite_directory() -> None:
+    """A directory the job's user cannot write into is refused when the function is built. Root
+    may write anywhere, so the check runs in a forked child as an unprivileged user (nobody)."""
+    top = Path(tempfile.mkdtemp(prefix="fae-unwritable-"))
+    top.chmod(0o755)
+    locked = top / "locked"
+    locked.mkdir(mode=0o555)
     try:
-        with pytest.raises(StoreConfigError, match="'path' cannot be created: directory"):
-            build({"backend": "sqlite", "path": str(locked / "deeper" / "a.db")})
+        out = _check_as(65534 if os.geteuid() == 0 else None, str(locked / "deeper" / "a.db"))
+        setting, _, message = out.partition("|")
+        assert setting == "path", out
+        assert re.search(r"'path' cannot be created: directory .*locked is not writable",
+                         message), message
     finally:
         locked.chmod(0o700)
+        shutil.rmtree(top)
 
 
 def test_good_configs_pass_without_touching_anything(tmp_path: Path) -> None:

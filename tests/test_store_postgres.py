@@ -284,7 +284,7 @@ BASE = {"backend": "postgres", "host": "127.0.0.1", "port": 1, "dbname": "d", "u
     ({**BASE, "password": "hunter2"}, "unknown store setting.*'password'"),
     ({**BASE, "dsn": "postgresql://u@h/d"}, "unknown store setting.*'dsn'"),
     ({"backend": "postgress", **{k: v for k, v in BASE.items() if k != "backend"}},
-     "'backend' must be one of \\['sqlite', 'postgres'\\]"),
+     "'backend' must be one of \\['sqlite', 'postgres', 'kafka'\\]"),
 ])
 def test_open_store_config_errors_name_the_key(config: dict[str, Any], message: str) -> None:
     with pytest.raises(StoreConfigError, match=message) as info:
