@@ -12,6 +12,7 @@ import pytest
 
 from scripts import ROOT  # noqa: F401 (the tests import it from here)
 from scripts.jobrun import run_job
+from tests.pg_server import ensure_running, fresh_schema, pg  # noqa: F401 (fixtures)
 
 T = TypeVar("T")
 #: Hard limit for one Flink job started by a test (the pytest-timeout of the test is above).

@@ -19,7 +19,7 @@ from flink_agents_ext.actions.metrics import STAT_NAMES
 from flink_agents_ext.errors import NOT_RECOVERABLE_MARKER, NotRecoverableError
 from flink_agents_ext.store import StoreError
 from flink_agents_ext.testing import KeyedFunctionHarness
-from tests.test_store_postgres import PASSWORD_ENV, PgServer, pg  # noqa: F401
+from tests.pg_server import PASSWORD_ENV, PgServer, pg  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 JAVA = ROOT / "flink_agents_ext" / "java" / "org" / "flinkagentsext" / "NotRecoverable.java"

@@ -16,7 +16,7 @@ import pytest
 
 from flink_agents_ext.store.postgres import PostgresStore
 from tests.conftest import JOB_TIMEOUT_S, ROOT
-from tests.test_store_postgres import PASSWORD_ENV, PgServer, pg  # noqa: F401 (fixture)
+from tests.pg_server import PASSWORD_ENV, PgServer, pg  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.flink
 
