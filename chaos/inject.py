@@ -55,7 +55,13 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 from flink_agents_ext.actions import ActionContext, Agent, RetryableActionError, durable_name
 from flink_agents_ext.checkpoint import CheckpointPayload, SnapshotContext
-from flink_agents_ext.store import ActionStateStore, CallRecord, CallStatus, open_store
+from flink_agents_ext.store import (
+    ActionRecord,
+    ActionStateStore,
+    CallRecord,
+    CallStatus,
+    open_store,
+)
 
 #: Created by the failure that fires (once per output directory).
 MARKER = "chaos-fired.json"
@@ -343,14 +349,24 @@ class UnrecordedCallStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    def put_call(self, call: CallRecord) -> None:
-        """Write ``call``, unless it is the target's result: then fail instead."""
+    def _check(self, call: CallRecord) -> None:
         spec = self._hooks.spec
         if (call.status is CallStatus.OK and getattr(_local, "call", None) == spec.target
                 and getattr(_local, "ticket", None) == spec.trigger):
             self._hooks.fail(f"after {spec.target} of ticket G-{spec.trigger:06d} ran, "
                              f"before its journal entry was written")
+
+    def put_call(self, call: CallRecord) -> None:
+        """Write ``call``, unless it is the target's result: then fail instead."""
+        self._check(call)
         self._inner.put_call(call)
+
+    def put_many(self, actions: Sequence[ActionRecord], calls: Sequence[CallRecord]) -> None:
+        """Write the records, unless one of ``calls`` is the target's result (an action's
+        first journal entry goes with its started record): then fail instead."""
+        for call in calls:
+            self._check(call)
+        self._inner.put_many(actions, calls)
 
     def __enter__(self) -> UnrecordedCallStore:
         return self

@@ -2,7 +2,9 @@
 
 A configuration file has these sections (see ``conf/local.yaml`` and ``conf/cluster.yaml``)::
 
-    job:        name, namespace, parallelism, execution_mode (thread|process)
+    job:        name, namespace, parallelism, execution_mode (thread|process),
+                on_foreign_lineage (reclaim|refuse: what a fresh start does with the records
+                an earlier job left in the namespace, see :mod:`flink_agents_ext.lineage`)
     checkpoints: interval_ms, retention, dir (optional), restart_attempts
     store:      backend and the backend's settings, and commit (each|group) with
                 commit_interval_ms and commit_max_records for group commit: exactly what
@@ -30,6 +32,7 @@ import yaml
 
 from flink_agents_ext.environment import EXECUTION_MODES
 from flink_agents_ext.errors import ConfigError
+from flink_agents_ext.lineage import ON_FOREIGN_LINEAGE
 from flink_agents_ext.pruning import check_retention
 from flink_agents_ext.store.base import StoreConfigError
 from flink_agents_ext.store.settings import BACKENDS, COMMIT_SETTINGS, validate
@@ -130,6 +133,7 @@ class JobConfig:
     output_dir: str
     source: str = ""
     kafka: Optional[KafkaSettings] = None
+    on_foreign_lineage: str = "reclaim"
 
     def store_settings(self) -> dict[str, Any]:
         """The store settings for :func:`flink_agents_ext.store.open_store`."""
@@ -173,7 +177,8 @@ def _parse(source: str, raw: dict[str, Any]) -> JobConfig:
     root = _Section(source, "", raw)
     root.check_unknown({"job", "checkpoints", "store", "input", "output", "kafka"})
     job = root.section("job")
-    job.check_unknown({"name", "namespace", "parallelism", "execution_mode"})
+    job.check_unknown({"name", "namespace", "parallelism", "execution_mode",
+                       "on_foreign_lineage"})
     cps = root.section("checkpoints")
     cps.check_unknown({"interval_ms", "retention", "dir", "restart_attempts"})
     store = root.section("store")
@@ -204,6 +209,8 @@ def _parse(source: str, raw: dict[str, Any]) -> JobConfig:
         output_dir=out.get("dir", str),
         source=source,
         kafka=_parse_kafka(root.section("kafka")) if "kafka" in raw else None,
+        on_foreign_lineage=job.get("on_foreign_lineage", str, default="reclaim",
+                                   choices=ON_FOREIGN_LINEAGE),
     )
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from flink_agents_ext.checkpoint.ledger import CheckpointPayload
 from flink_agents_ext.errors import RestoreBoundaryError
@@ -60,14 +60,19 @@ class PrunePolicy:
             ``state.checkpoints.num-retained`` if you restore from retained checkpoints.
         allow_reexecution: on a restore from a checkpoint older than the prune boundary,
             log and continue (actions whose records are gone run again) instead of failing.
+        check_head: called before a completion writes marks or prunes; raises if this job
+            may no longer prune the namespace
+            (:meth:`~flink_agents_ext.lineage.LineageGuard.check_head`).
     """
 
     def __init__(self, store: ActionStateStore, namespace: str, retention: int = 1,
-                 allow_reexecution: bool = False) -> None:
+                 allow_reexecution: bool = False,
+                 check_head: Optional[Callable[[], None]] = None) -> None:
         self.store = store
         self.namespace = namespace
         self.retention = check_retention(retention)
         self.allow_reexecution = allow_reexecution
+        self._check_head = check_head
         self._carry: dict[str, int] = {}
         self._completed: deque[int] = deque(maxlen=retention)
 
@@ -90,6 +95,8 @@ class PrunePolicy:
             merge_max(marks, p.payload or {})
         if self._completed and checkpoint_id <= self._completed[-1]:
             return 0  # a late notification: already covered
+        if self._check_head is not None and (marks or self.retention > 1):
+            self._check_head()
         self._completed.append(checkpoint_id)
         if self.retention == 1:
             # Fast path: apply directly, no marks table round trip.

@@ -11,8 +11,8 @@ client returns once the job is submitted, ``scripts/cluster.sh wait`` waits for 
     scripts/cluster.sh submit-py jobs/own_pipeline.py --out "$PWD/out/own"
 
 Writes ``<out>/results/`` and ``<out>/dead_letters/`` (exactly-once file sinks) and keeps
-its action state in ``<out>/actions.db`` (SQLite), namespace ``own-pipeline``, which a
-fresh start clears first.
+its action state in ``<out>/actions.db`` (SQLite), namespace ``own-pipeline`` (a fresh start
+removes what an earlier run left there; a resume replays it).
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from flink_agents_ext.actions import (
     Agent,
     DurableAgentFunction,
 )
-from flink_agents_ext.store import open_store
 
 NAMESPACE = "own-pipeline"
 TICKETS = [{"customer": f"c{i % 7}", "text": "refund!" if i % 5 == 0 else f"question {i}"}
@@ -69,8 +68,8 @@ def main() -> None:
     out = os.path.abspath(args.out)
     store = {"backend": "sqlite", "path": os.path.join(out, "actions.db")}
     os.makedirs(out, exist_ok=True)
-    with open_store(store) as opened:  # a fresh start needs an empty namespace
-        opened.clear_namespace(NAMESPACE)
+    # No clearing needed: a fresh start begins a new lineage and removes what an earlier
+    # job left in the namespace; a resume (-s) replays it.
 
     env = StreamExecutionEnvironment.get_execution_environment()
     configure_environment(env)  # before building the pipeline: every operator in thread mode

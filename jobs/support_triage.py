@@ -287,6 +287,7 @@ def build(env: StreamExecutionEnvironment, cfg: JobConfig, out_dir: str,
         build_agent(out_dir, fail_after), TriageFunction, cfg.store_settings())
     agent = function_cls(
         triage_agent, store, cfg.namespace, retention=cfg.retention,
+        on_foreign_lineage=cfg.on_foreign_lineage,
         stats_dir=os.path.join(out_dir, "stats"), **variant.function_options())
     results = process_with_checkpoints(
         keyed, agent, Types.STRING(), name="triage-agent", uid="triage-agent")

@@ -39,6 +39,18 @@ def test_shipped_profiles_load() -> None:
     assert "password" not in cluster.store
 
 
+def test_on_foreign_lineage_is_read_and_checked(tmp_path: Path) -> None:
+    assert load_config(ROOT / "conf" / "local.yaml").on_foreign_lineage == "reclaim"
+    data = base()
+    data["job"]["on_foreign_lineage"] = "refuse"
+    assert load_config(write(tmp_path, data)).on_foreign_lineage == "refuse"
+    del data["job"]["on_foreign_lineage"]
+    assert load_config(write(tmp_path, data)).on_foreign_lineage == "reclaim"
+    data["job"]["on_foreign_lineage"] = "ignore"
+    with pytest.raises(ConfigError, match=r"'job\.on_foreign_lineage' must be one of"):
+        load_config(write(tmp_path, data))
+
+
 def test_missing_key_is_named(tmp_path: Path) -> None:
     data = base()
     del data["job"]["namespace"]

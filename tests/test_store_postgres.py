@@ -258,6 +258,21 @@ def test_newer_schema_version_is_refused(pg: PgServer, fresh_schema: str) -> Non
         pg.store(schema=fresh_schema)
 
 
+def test_version_1_tables_are_upgraded_and_keep_their_records(pg: PgServer,
+                                                              fresh_schema: str) -> None:
+    with pg.store(schema=fresh_schema) as store:
+        store.put_action(action_record(rid("ns")))
+    schema = sql.Identifier(fresh_schema)
+    pg.query(sql.SQL("DROP TABLE {}.lineages").format(schema))  # the layout of version 1
+    pg.query(sql.SQL("UPDATE {}.action_store_version SET version = 1").format(schema))
+    with pg.store(schema=fresh_schema) as store:
+        assert store.get_action(rid("ns")) == action_record(rid("ns"))
+        assert store.get_lineage("ns") is None
+    assert pg.query(sql.SQL("SELECT version FROM {}.action_store_version").format(schema)) \
+        == [(SCHEMA_VERSION,)] == [(2,)]
+    assert "lineages" in tables_in(pg, fresh_schema)
+
+
 def test_foreign_tables_are_refused(pg: PgServer, fresh_schema: str) -> None:
     schema = sql.Identifier(fresh_schema)
     pg.query(sql.SQL("CREATE SCHEMA {}").format(schema))

@@ -21,6 +21,7 @@ from flink_agents_ext.store import (
     StoreError,
     open_store,
 )
+from flink_agents_ext.store.base import LineageRecord
 from flink_agents_ext.store.sqlite import APPLICATION_ID, SCHEMA_VERSION
 from tests.store_contract import (
     StoreContract,
@@ -79,7 +80,20 @@ def test_new_file_gets_schema_wal_and_incremental_auto_vacuum(tmp_path: Path) ->
     assert raw(path, "PRAGMA auto_vacuum") == (2,)  # INCREMENTAL
     assert raw(path, "SELECT group_concat(name, ',') FROM (SELECT name FROM sqlite_master "
                      "WHERE type = 'table' ORDER BY name)") == (
-        "actions,calls,prune_boundary,prune_marks",)
+        "actions,calls,lineages,prune_boundary,prune_marks",)
+
+
+def test_version_1_file_is_upgraded_and_keeps_its_records(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    with SQLiteStore(str(path)) as store:
+        store.put_action(action_record(rid("ns")))
+    raw(path, "DROP TABLE lineages")  # the layout of version 1
+    raw(path, "PRAGMA user_version = 1")
+    with SQLiteStore(str(path)) as store:
+        assert store.get_action(rid("ns")) == action_record(rid("ns"))
+        assert store.get_lineage("ns") is None
+        store.set_lineage("ns", LineageRecord("job", (("job", None),)))
+    assert raw(path, "PRAGMA user_version") == (SCHEMA_VERSION,) == (2,)
 
 
 def test_newer_schema_version_is_refused(tmp_path: Path) -> None:

@@ -10,7 +10,13 @@ from typing import Any, Awaitable, Callable, Iterator, NamedTuple, Optional, Typ
 from flink_agents_ext.errors import FlinkAgentsExtError
 from flink_agents_ext.keys import KeyEncodingError, digest_call
 from flink_agents_ext.serde import SerializationError, Serializer
-from flink_agents_ext.store.base import ActionStateStore, CallRecord, CallStatus, RecordId
+from flink_agents_ext.store.base import (
+    ActionRecord,
+    ActionStateStore,
+    CallRecord,
+    CallStatus,
+    RecordId,
+)
 
 _log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -187,7 +193,8 @@ class ActionContext:
 
     def __init__(self, key: Any, record_id: RecordId, event_type: str, memory: Memory,
                  store: ActionStateStore, serializer: Serializer,
-                 journal: list[CallRecord], stats: CallStats) -> None:
+                 journal: list[CallRecord], stats: CallStats,
+                 started: Optional[ActionRecord] = None) -> None:
         self.key = key
         self.seq = record_id.seq
         self.event_type = event_type
@@ -199,7 +206,8 @@ class ActionContext:
         self._journal = journal
         self._position = 0
         self._stats = stats
-        self._io = _CallIO(record_id, store, serializer, journal, stats, self._describe)
+        self._io = _CallIO(record_id, store, serializer, journal, stats, self._describe,
+                           [started])
         self.outputs: list[Any] = []
         self.events: list[tuple[str, Any]] = []
 
@@ -314,6 +322,19 @@ class _CallIO(NamedTuple):
     journal: list[CallRecord]
     stats: CallStats
     describe: Callable[[], str]
+    #: The action's *started* record (not completed; its triggering event), written with
+    #: the first journal entry so that a replay can check the event of a journal; ``None``
+    #: once written or when the action has a record already.
+    started: list[Optional[ActionRecord]]
+
+    def put(self, call: CallRecord) -> None:
+        """Journal ``call`` (with the started record, the first time)."""
+        started = self.started[0]
+        if started is None:
+            self.store.put_call(call)
+        else:
+            self.store.put_many((started,), (call,))
+            self.started[0] = None
 
 
 class _Step:
@@ -339,8 +360,8 @@ class _Step:
         """Around the call: journal PENDING first for a reconcilable call and count the
         execution; journal the exception the call raises."""
         if self.pending:
-            self.io.store.put_call(CallRecord(self.io.record_id, self.position, self.name,
-                                              self.digest, CallStatus.PENDING))
+            self.io.put(CallRecord(self.io.record_id, self.position, self.name, self.digest,
+                                   CallStatus.PENDING))
         self.io.stats.executed += 1
         try:
             yield
@@ -363,5 +384,5 @@ class _Step:
         return result
 
     def _record(self, record: CallRecord) -> None:
-        self.io.store.put_call(record)
+        self.io.put(record)
         self.io.journal[self.position:] = [record]

@@ -18,6 +18,7 @@ from flink_agents_ext.checkpoint.ledger import CheckpointPayload
 from flink_agents_ext.checkpoint.timeline import JobTimeline
 from flink_agents_ext.errors import NotRecoverableError
 from flink_agents_ext.keys import KeyEncodingError, encode_key
+from flink_agents_ext.lineage import LineageGuard, check_on_foreign_lineage
 from flink_agents_ext.pruning import PrunePolicy, check_retention
 from flink_agents_ext.serde import JsonSerializer, Serializer
 from flink_agents_ext.store import (
@@ -27,6 +28,7 @@ from flink_agents_ext.store import (
     check_store_config,
     open_store,
 )
+from flink_agents_ext.store.fence import FencedStore
 
 _log = logging.getLogger(__name__)
 
@@ -60,12 +62,21 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
             (:func:`flink_agents_ext.store.check_store_config`): a bad one raises
             :class:`~flink_agents_ext.store.StoreConfigError` naming the setting.
         namespace: the job's namespace in the store; jobs sharing a database need distinct
-            namespaces. Keep it across restores of the same job; a job started fresh (not
-            restored) needs an empty one (``ActionStateStore.clear_namespace``): records of
-            an earlier job would be replayed as this job's.
+            namespaces (two jobs running at once on one namespace: the later one's start
+            fails the earlier one, see :mod:`flink_agents_ext.lineage`). Keep it across
+            restores of the same job. A job started fresh (not restored) begins a new
+            lineage: it never replays what an earlier job left in the namespace (see
+            ``on_foreign_lineage``).
         retention: completed checkpoints that stay restorable (see :class:`PrunePolicy`).
         serializer: how recorded values are serialised (default JSON; never pickle).
-        allow_reexecution: accept restoring from a checkpoint older than the prune boundary.
+        allow_reexecution: accept restores that may run completed actions again: from a
+            checkpoint older than the prune boundary, from a branch of the lineage that a
+            later resume abandoned, or of a lineage whose namespace was taken over since.
+        on_foreign_lineage: what a fresh start does when the namespace holds records of
+            another lineage (an earlier job that was not restored): ``"reclaim"`` (default)
+            removes them (once, logged with their count; this job never replays them);
+            ``"refuse"`` fails the start with
+            :class:`~flink_agents_ext.lineage.ForeignLineageError` naming the namespace.
         on_action_error: ``"dead_letter"`` (default): a failing action sends the input to
             :data:`DEAD_LETTER_TAG` with the reason and the key moves on; ``"fail"``: the
             task fails and Flink restarts it from the last checkpoint. An action raising
@@ -85,7 +96,10 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
             for them.
         poll_interval_ms: how often a key's timer checks its run in flight.
         close_timeout_s: on close (also after a failure), how long to wait for runs still
-            executing, so that they do not overlap the restarted attempt's replay.
+            executing, so that they do not overlap the restarted attempt's replay. A run
+            still executing after it is fenced: its later store writes fail
+            (:class:`~flink_agents_ext.store.fence.FencedError`), so they never land among
+            the restarted attempt's records.
         allow_no_checkpointing: run in a job without checkpointing. Nothing is ever pruned
             then (the store keeps every run's records) and a loud warning is logged; without
             this option such a job fails at start with :class:`NotRecoverableError`.
@@ -101,7 +115,8 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
                  allow_reexecution: bool = False, on_action_error: str = "dead_letter",
                  max_actions_per_run: int = DEFAULT_MAX_ACTIONS_PER_RUN,
                  max_in_flight: int = 0, poll_interval_ms: int = 5,
-                 close_timeout_s: float = 60.0, allow_no_checkpointing: bool = False) -> None:
+                 close_timeout_s: float = 60.0, allow_no_checkpointing: bool = False,
+                 on_foreign_lineage: str = "reclaim") -> None:
         if not isinstance(agent, Agent):
             raise TypeError(f"agent must be an Agent, got {type(agent).__name__}")
         agent.validate()
@@ -115,6 +130,7 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
         elif not callable(store):
             raise StoreConfigError("store must be a configuration mapping or a factory")
         check_retention(retention)
+        self.on_foreign_lineage = check_on_foreign_lineage(on_foreign_lineage)
         self.agent = agent
         self.store_spec = store
         self.namespace = namespace
@@ -145,24 +161,37 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
         """
         self.store: ActionStateStore = _open_store(self.store_spec)
         self._metrics = RunMetrics()
-        env = RunEnv(self.agent, self.store, self.serializer, self.namespace,
+        self._fence = FencedStore(self.store, f"namespace {self.namespace!r}: the closed "
+                                              f"attempt")
+        env = RunEnv(self.agent, self._fence, self.serializer, self.namespace,
                      self.max_actions_per_run, self.on_action_error, self._metrics,
                      self._dead_letter)
         self.runs: RunMode = (
             ConcurrentRuns(env, runtime_context, self.max_in_flight, self.poll_interval_ms)
             if self.max_in_flight else InlineRuns(env, runtime_context))
+        self.lineage = LineageGuard(self.store, self.namespace, self.on_foreign_lineage,
+                                    self.allow_reexecution)
         self.policy = PrunePolicy(self.store, self.namespace, self.retention,
-                                  self.allow_reexecution)
+                                  self.allow_reexecution, self.lineage.check_head)
         self._metrics.open(runtime_context.get_metrics_group(),
                            lambda: len(self.runs.runs_in_flight()),
                            self.store.size(self.namespace))
 
     def open_timeline(self, timeline: JobTimeline) -> None:
-        """Refuse a job without checkpointing unless ``allow_no_checkpointing``.
+        """Refuse a job without checkpointing unless ``allow_no_checkpointing``; apply the
+        lineage rules (:class:`~flink_agents_ext.lineage.LineageGuard`).
 
         Raises:
             NotRecoverableError: checkpointing is off and not allowed.
+            LineageError: the namespace's lineage does not allow this start (see
+                :mod:`flink_agents_ext.lineage`).
         """
+        self._check_checkpointing(timeline)
+        self.lineage.open(timeline)
+        if self.lineage.removed_records or self.lineage.discarded_marks:
+            self.runs.env.reload_recorded()
+
+    def _check_checkpointing(self, timeline: JobTimeline) -> None:
         if timeline.checkpointing:
             return
         if not self.allow_no_checkpointing:
@@ -191,6 +220,9 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
         runs = getattr(self, "runs", None)
         if runs is not None:
             runs.close(self.close_timeout_s)
+        fence = getattr(self, "_fence", None)
+        if fence is not None:
+            fence.fence()
         store = getattr(self, "store", None)
         if store is not None:
             store.close()

@@ -10,10 +10,12 @@ from flink_agents_ext.actions.runner import RunResult
 
 #: Counter names in :meth:`DurableAgentFunction.stats`.
 STAT_NAMES = ("runs", "actions_run", "actions_replayed", "durable_calls_run",
-              "durable_calls_replayed", "records_pruned", "dead_letters")
+              "durable_calls_replayed", "records_pruned", "dead_letters", "input_mismatches")
 #: The counters also published as Flink metrics (group ``flink_agents_ext``).
+#: ``input_mismatches``: recorded actions not replayed because their recorded triggering
+#: event differs from the event now (see :func:`~flink_agents_ext.actions.runner.execute_run`).
 METRIC_COUNTERS = ("actions_run", "actions_replayed", "durable_calls_replayed",
-                   "records_pruned", "dead_letters")
+                   "records_pruned", "dead_letters", "input_mismatches")
 #: Most seconds between two publications of the counters to Flink's metrics.
 METRICS_INTERVAL_S = 1.0
 #: The store's record count is measured again every this many prunes (estimated between).
@@ -54,6 +56,7 @@ class RunMetrics:
         stats["actions_replayed"] += result.actions_replayed
         stats["durable_calls_run"] += result.calls.executed
         stats["durable_calls_replayed"] += result.calls.replayed
+        stats["input_mismatches"] += result.input_mismatches
         if time.monotonic() >= self._due:
             self.publish()
 

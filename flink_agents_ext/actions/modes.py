@@ -53,6 +53,10 @@ class RunEnv:
         # before running. Small: everything a completed checkpoint covered is pruned.
         self._recorded = store.recorded_runs(namespace)
 
+    def reload_recorded(self) -> None:
+        """Read the recorded runs again (after the lineage rules removed records)."""
+        self._recorded = self.store.recorded_runs(self.namespace)
+
     def execute(self, key: Any, key_enc: str, seq: int, value: Any,
                 memory: dict[str, Any] | Callable[[], dict[str, Any]]) -> RunResult:
         """Execute (or replay) run ``seq`` of ``key``; any thread.

@@ -67,6 +67,8 @@ class RunResult:
     memory_changed: bool = False
     actions_run: int = 0
     actions_replayed: int = 0
+    #: Recorded actions not replayed because their recorded triggering event differs.
+    input_mismatches: int = 0
     calls: CallStats = field(default_factory=CallStats)
 
 
@@ -79,7 +81,11 @@ def execute_run(agent: Agent, store: ActionStateStore, serializer: Serializer, n
 
     Completed actions found in the store are not run again: their recorded outputs and
     events are re-emitted and their memory updates re-applied. Other actions run, and each
-    is recorded as completed before its effects are applied. When an action fails, the
+    is recorded as completed before its effects are applied. A record (or journal) is used
+    only if its recorded triggering event equals the action's event now: a different input
+    under the same key and sequence (a source that does not replay the same records) is
+    logged, counted (``RunResult.input_mismatches``) and run afresh, and its records
+    replace the old ones. When an action fails, the
     :class:`ActionFailed` carries what the completed actions before it did (see there).
 
     Args:
@@ -113,6 +119,18 @@ def execute_run(agent: Agent, store: ActionStateStore, serializer: Serializer, n
             occurrences[action.name] = occurrence + 1
             record_id = RecordId(namespace, key_enc, seq, action.name, occurrence)
             record = recorded.get((action.name, occurrence))
+            event_data: Optional[bytes] = None
+            stale = False
+            if record is not None:
+                event_data = _event_data(serializer, event, action.name, result)
+                if record.event != event_data:
+                    _log.warning(
+                        "run %d of key %s: action %s#%d was recorded for another triggering "
+                        "event (the input differs from the one recorded under this key and "
+                        "sequence); not replayed, it runs for the new event", seq, key_enc,
+                        action.name, occurrence)
+                    result.input_mismatches += 1
+                    record, stale = None, True
             if record is not None and record.completed:
                 outputs = serializer.loads(record.outputs)
                 events = serializer.loads(record.events)
@@ -121,7 +139,7 @@ def execute_run(agent: Agent, store: ActionStateStore, serializer: Serializer, n
             else:
                 outputs, events, updates = _run_action(
                     action, event, key, record_id, result, run_memory, store, serializer,
-                    maybe_recorded)
+                    maybe_recorded and not stale, record is None, event_data, stale)
                 result.actions_run += 1
             result.outputs.extend(outputs)
             if events:
@@ -175,15 +193,36 @@ def _empty_forms(serializer: Serializer) -> tuple[bytes, bytes]:
 _JSON_EXACT = frozenset({str, int, float, bool, type(None)})
 
 
+def _event_data(serializer: Serializer, event: Event, action: str,
+                result: RunResult) -> bytes:
+    """The recorded form of ``event``'s payload."""
+    try:
+        return serializer.dumps(event.payload)
+    except SerializationError as exc:
+        raise ActionFailed(action, f"cannot record the effects of action {action}: the "
+                                   f"{event.type!r} event it reacted to: {exc}",
+                           result) from exc
+
+
 def _run_action(action: Action, event: Event, key: Any, record_id: RecordId,
                 result: RunResult, run_memory: _RunMemory, store: ActionStateStore,
-                serializer: Serializer, maybe_recorded: bool
+                serializer: Serializer, maybe_recorded: bool, unrecorded: bool,
+                event_data: Optional[bytes], stale: bool
                 ) -> tuple[list[Any], list[tuple[str, Any]], dict]:
+    """Run one action (``unrecorded``: it has no record yet, so its first journal entry
+    goes with a started record; ``stale``: its records are of another event: removed)."""
     name = action.name
+    if stale:
+        store.truncate_calls(record_id, 0)
     journal = store.get_calls(record_id) if maybe_recorded else []
     view = Memory(run_memory.get)
+    empty_list, empty_updates = _empty_forms(serializer)
+    if event_data is None:
+        event_data = _event_data(serializer, event, name, result)
+    started = (ActionRecord(record_id, event_data, empty_list, empty_list, empty_updates, False)
+               if unrecorded else None)
     ctx = ActionContext(key, record_id, event.type, view, store, serializer, journal,
-                        result.calls)
+                        result.calls, started)
     try:
         if action.is_async:
             run_coroutine(action.fn(event.payload, ctx))
@@ -197,10 +236,9 @@ def _run_action(action: Action, event: Event, key: Any, record_id: RecordId,
     sent = ctx.events
     no_updates = not updates["set"] and not updates["unset"]
     try:
-        empty_list, empty_updates = _empty_forms(serializer)
         record = ActionRecord(
             record_id,
-            serializer.dumps(event.payload),
+            event_data,
             serializer.dumps(ctx.outputs),
             serializer.dumps([[t, p] for t, p in sent]) if sent else empty_list,
             empty_updates if no_updates else serializer.dumps(updates),

@@ -12,6 +12,8 @@ key                                                    value
 ``["m1", namespace, checkpoint, key]``                 prune mark: the sequence
 ``["b1", namespace]``                                  prune boundary: the checkpoint
 ``["r1", namespace]``                                  recovery marker (JSON offsets)
+``["l1", namespace]``                                  lineage: JSON ``{"lineage",
+                                                       "history", "cut"}``
 ``["t1"]``                                             the records topic's layout
 =====================================================  =============================
 
@@ -42,9 +44,10 @@ from flink_agents_ext.store.base import (
 )
 
 ACTION, CALL, MARK, BOUNDARY, MARKER, LAYOUT = "a1", "c1", "m1", "b1", "r1", "t1"
+LINEAGE = "l1"
 #: Kinds of the records topic and of the metadata topic.
-RECORD_KINDS, META_KINDS = frozenset({ACTION, CALL}), frozenset({MARK, BOUNDARY, MARKER,
-                                                                  LAYOUT})
+RECORD_KINDS = frozenset({ACTION, CALL})
+META_KINDS = frozenset({MARK, BOUNDARY, MARKER, LAYOUT, LINEAGE})
 
 _dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 _LEN = struct.Struct(">I")

@@ -24,7 +24,8 @@ from typing import Any, Callable, Iterable, Optional, cast
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from flink_agents_ext.store import _kafka_codec as codec
-from flink_agents_ext.store.base import StoreError
+from flink_agents_ext.store._rows import lineage_from_json
+from flink_agents_ext.store.base import LineageRecord, StoreError
 
 #: (offset, value) of a live record; the record's sub-key is (seq, action, occurrence) for an
 #: action record and (seq, action, occurrence, position) for a journal entry.
@@ -44,6 +45,12 @@ class Meta:
     boundary: Optional[int] = None
     marks: dict[tuple[int, str], int] = field(default_factory=dict)
     marker: Optional[list[int]] = None
+    lineage: Optional[LineageRecord] = None
+    #: Offsets of the records partitions when the namespace became ``lineage``'s: the cut
+    #: of the *first* claim of that lineage in the log (later claims of it keep it).
+    cut: Optional[list[int]] = None
+    #: The id of that first claim.
+    claim: Optional[str] = None
 
 
 class KafkaIndex:
@@ -146,6 +153,10 @@ class KafkaIndex:
             for p in range(self.partitions):
                 horizon[p] = max(horizon[p], self._pos[p])
 
+    def highs(self) -> list[int]:
+        """The high watermarks of the records partitions now."""
+        return [self._high(self.topic, p) for p in range(self.partitions)]
+
     def _position(self, tp: tuple[str, int]) -> int:
         return self._meta_pos if tp[0] == self.meta_topic else self._pos[tp[1]]
 
@@ -220,6 +231,15 @@ class KafkaIndex:
             meta.boundary = decoded
         elif kind == codec.MARKER:
             meta.marker = decoded
+        elif kind == codec.LINEAGE:
+            if decoded is None:
+                meta.lineage = meta.cut = meta.claim = None
+                return
+            record = lineage_from_json(decoded["lineage"], decoded["history"])
+            if meta.lineage is None or meta.lineage.lineage != record.lineage \
+                    or meta.cut is None:
+                meta.cut, meta.claim = decoded.get("cut"), decoded.get("claim")
+            meta.lineage = record
         elif kind == codec.MARK:
             if decoded is None:
                 meta.marks.pop((parts[2], parts[3]), None)

@@ -8,9 +8,17 @@ Both backends use the same column order (``actions``: the record id, ``event``,
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+import json
+from typing import Any, Iterable, Optional
 
-from flink_agents_ext.store.base import ActionRecord, CallRecord, CallStatus, RecordId
+from flink_agents_ext.store.base import (
+    ActionRecord,
+    CallRecord,
+    CallStatus,
+    LineageRecord,
+    RecordId,
+    StoreError,
+)
 
 
 def blob(value: object, field: str) -> bytes:
@@ -54,3 +62,29 @@ def calls_from_rows(record_id: RecordId, rows: Iterable[tuple[Any, ...]]) -> lis
     return [CallRecord(record_id, position=r[0], function=r[1], digest=r[2],
                        status=CallStatus(r[3]), result=r[4], error_type=r[5],
                        error_message=r[6]) for r in rows]
+
+
+def history_to_json(record: LineageRecord) -> str:
+    """The history of a lineage record as JSON: ``[[job id, limit or null], ...]``."""
+    return json.dumps([[job, limit] for job, limit in record.history], separators=(",", ":"))
+
+
+def lineage_from_json(lineage: str, history: Any) -> LineageRecord:
+    """A lineage record from its lineage id and JSON history (``str`` or decoded)."""
+    try:
+        items = json.loads(history) if isinstance(history, (str, bytes)) else history
+        steps = tuple((str(job), None if limit is None else int(limit))
+                      for job, limit in items)
+    except (ValueError, TypeError) as exc:
+        raise StoreError(f"corrupt lineage history {history!r}") from exc
+    return LineageRecord(str(lineage), steps)
+
+
+def lineage_params(namespace: str, record: LineageRecord) -> tuple[str, str, str]:
+    """The parameters of a ``lineages`` upsert."""
+    return (namespace, record.lineage, history_to_json(record))
+
+
+def lineage_from_row(row: Optional[tuple[Any, ...]]) -> Optional[LineageRecord]:
+    """A ``lineages`` row (``lineage``, ``history``) as a record; ``None`` for no row."""
+    return None if row is None else lineage_from_json(row[0], row[1])

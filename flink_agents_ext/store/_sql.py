@@ -38,11 +38,16 @@ from flink_agents_ext.store._rows import (
     call_params,
     calls_from_rows,
     id_params,
+    lineage_from_row,
+    lineage_params,
 )
+from flink_agents_ext.store._sql_layout import STATEMENTS, TABLES, Column, create_table
 from flink_agents_ext.store.base import (
     ActionRecord,
     ActionStateStore,
     CallRecord,
+    LineageRecord,
+    NamespaceReset,
     RecordId,
     StoreError,
 )
@@ -50,96 +55,6 @@ from flink_agents_ext.store.base import (
 __all__ = ["TABLES", "Column", "SQLStore", "create_table"]
 
 _T = TypeVar("_T")
-
-#: A column: (name, abstract type, nullable). Types: ``key`` (text compared by code point),
-#: ``text``, ``int``, ``blob`` (opaque payload bytes), ``bool``.
-Column = tuple[str, str, bool]
-
-_ID: tuple[Column, ...] = (("namespace", "key", False), ("key", "key", False),
-                           ("seq", "int", False), ("action", "key", False),
-                           ("occurrence", "int", False))
-#: The tables of the layout: name -> (columns in order, primary key).
-TABLES: dict[str, tuple[tuple[Column, ...], tuple[str, ...]]] = {
-    "actions": ((*_ID, ("event", "blob", False), ("outputs", "blob", False),
-                 ("events", "blob", False), ("memory_updates", "blob", False),
-                 ("completed", "bool", False)),
-                tuple(c[0] for c in _ID)),
-    "calls": ((*_ID, ("position", "int", False), ("function", "text", False),
-               ("digest", "text", False), ("status", "text", False),
-               ("result", "blob", True), ("error_type", "text", True),
-               ("error_message", "text", True)),
-              (*(c[0] for c in _ID), "position")),
-    "prune_marks": ((("namespace", "key", False), ("checkpoint_id", "int", False),
-                     ("key", "key", False), ("seq", "int", False)),
-                    ("namespace", "checkpoint_id", "key")),
-    "prune_boundary": ((("namespace", "key", False), ("checkpoint_id", "int", False)),
-                       ("namespace",)),
-}
-
-
-def create_table(name: str, types: Mapping[str, str], if_not_exists: bool = False) -> str:
-    """The ``CREATE TABLE`` statement of table ``name`` of :data:`TABLES` (a template:
-    ``{schema}`` is filled in by the store), with the dialect's column ``types``."""
-    columns, key = TABLES[name]
-    lines = [f"{c} {types[t]}{'' if nullable else ' NOT NULL'}" for c, t, nullable in columns]
-    lines.append(f"PRIMARY KEY ({', '.join(key)})")
-    exists = "IF NOT EXISTS " if if_not_exists else ""
-    return f"CREATE TABLE {exists}{{schema}}.{name} (\n    " + ",\n    ".join(lines) + "\n)"
-
-
-def _names(table: str) -> str:
-    return ", ".join(c[0] for c in TABLES[table][0])
-
-
-def _upsert(table: str) -> str:
-    columns, key = TABLES[table]
-    params = ", ".join("%b" if t == "blob" else "%s" for _, t, _ in columns)
-    updates = ", ".join(f"{c} = excluded.{c}" for c, _, _ in columns if c not in key)
-    return (f"INSERT INTO {{schema}}.{table} ({_names(table)}) VALUES ({params})\n"
-            f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}")
-
-
-_WHERE_ID = "namespace = %s AND key = %s AND seq = %s AND action = %s AND occurrence = %s"
-_CALL_COLUMNS = ", ".join(c[0] for c in TABLES["calls"][0][len(_ID):])
-
-#: The statements of the operations, by name.
-STATEMENTS = {
-    "put_action": _upsert("actions"),
-    "get_action": f"SELECT {_names('actions')} FROM {{schema}}.actions WHERE {_WHERE_ID}",
-    "get_run": f"SELECT {_names('actions')} FROM {{schema}}.actions "
-               "WHERE namespace = %s AND key = %s AND seq = %s ORDER BY action, occurrence",
-    "put_call": _upsert("calls"),
-    "get_calls": f"SELECT {_CALL_COLUMNS} FROM {{schema}}.calls WHERE {_WHERE_ID} "
-                 "ORDER BY position",
-    "truncate_calls": f"DELETE FROM {{schema}}.calls WHERE {_WHERE_ID} AND position >= %s",
-    "prune_actions": "DELETE FROM {schema}.actions WHERE namespace = %s AND key = %s "
-                     "AND seq <= %s",
-    "prune_calls": "DELETE FROM {schema}.calls WHERE namespace = %s AND key = %s "
-                   "AND seq <= %s",
-    "add_mark": "INSERT INTO {schema}.prune_marks (namespace, checkpoint_id, key, seq) "
-                "VALUES (%s, %s, %s, %s) ON CONFLICT (namespace, checkpoint_id, key) "
-                "DO UPDATE SET seq = {greatest}(prune_marks.seq, excluded.seq)",
-    "select_marks": "SELECT key, max(seq) FROM {schema}.prune_marks "
-                    "WHERE namespace = %s AND checkpoint_id <= %s GROUP BY key",
-    "delete_marks": "DELETE FROM {schema}.prune_marks WHERE namespace = %s "
-                    "AND checkpoint_id <= %s",
-    "get_boundary": "SELECT checkpoint_id FROM {schema}.prune_boundary WHERE namespace = %s",
-    "raise_boundary": "INSERT INTO {schema}.prune_boundary (namespace, checkpoint_id) "
-                      "VALUES (%s, %s) ON CONFLICT (namespace) DO UPDATE SET checkpoint_id = "
-                      "{greatest}(prune_boundary.checkpoint_id, excluded.checkpoint_id)",
-    "force_boundary": "INSERT INTO {schema}.prune_boundary (namespace, checkpoint_id) "
-                      "VALUES (%s, %s) ON CONFLICT (namespace) "
-                      "DO UPDATE SET checkpoint_id = excluded.checkpoint_id",
-    "recorded_runs": "SELECT key, seq FROM {schema}.actions WHERE namespace = %s "
-                     "UNION SELECT key, seq FROM {schema}.calls WHERE namespace = %s",
-    "size_namespace": "SELECT (SELECT count(*) FROM {schema}.actions WHERE namespace = %s) "
-                      "+ (SELECT count(*) FROM {schema}.calls WHERE namespace = %s)",
-    "size_all": "SELECT (SELECT count(*) FROM {schema}.actions) "
-                "+ (SELECT count(*) FROM {schema}.calls)",
-    # clear_namespace: the record tables first (their counts are returned), then the rest.
-    **{f"clear_{table}": f"DELETE FROM {{schema}}.{table} WHERE namespace = %s"
-       for table in TABLES},
-}
 
 
 class SQLStore(ActionStateStore):
@@ -223,6 +138,10 @@ class SQLStore(ActionStateStore):
     def _permanent(self, exc: BaseException) -> bool:
         """Whether a failed connection attempt cannot succeed when retried."""
         return False
+
+    def _lock_namespace(self, conn: Any, namespace: str) -> None:
+        """Inside :meth:`_transaction`: serialise the transactions that change the lineage
+        of ``namespace`` (SQLite: its write transactions are serialised already)."""
 
     def _describe(self, exc: BaseException) -> str:
         """``exc`` for a message (one line; backends remove secrets)."""
@@ -426,15 +345,52 @@ class SQLStore(ActionStateStore):
         self._execute("set_prune_boundary", "force_boundary" if force else "raise_boundary",
                       (namespace, checkpoint_id))
 
+    def discard_prune_marks(self, namespace: str, after_checkpoint: int) -> int:
+        """Delete the marks of checkpoints ``> after_checkpoint``; return how many."""
+        return self._execute("discard_prune_marks", "discard_marks",
+                             (namespace, after_checkpoint))
+
+    # -- lineage ---------------------------------------------------------------------------
+    def get_lineage(self, namespace: str) -> Optional[LineageRecord]:
+        """The lineage ``namespace`` belongs to, or ``None``."""
+        rows = self._fetch("get_lineage", "get_lineage", (namespace,))
+        return lineage_from_row(rows[0] if rows else None)
+
+    def set_lineage(self, namespace: str, record: LineageRecord) -> None:
+        """Set the lineage record of ``namespace``."""
+        self._execute("set_lineage", "set_lineage", lineage_params(namespace, record))
+
+    def reset_namespace(self, namespace: str, record: LineageRecord) -> Optional[NamespaceReset]:
+        """Unless ``namespace`` belongs to ``record.lineage``: delete everything of it and
+        set its lineage, in one transaction serialised with the other lineage changes of
+        the namespace (see :meth:`ActionStateStore.reset_namespace`)."""
+        def work(conn: Any) -> Optional[NamespaceReset]:
+            with self._transaction(conn):
+                self._lock_namespace(conn, namespace)
+                previous = lineage_from_row(next(iter(self._read(
+                    conn, self._sql["get_lineage"], (namespace,)).fetchall()), None))
+                if previous is not None and previous.lineage == record.lineage:
+                    return None
+                removed = self._clear(conn, namespace)
+                conn.execute(self._sql["set_lineage"], lineage_params(namespace, record))
+            return NamespaceReset(previous, removed)
+
+        return self._run("reset_namespace", work)
+
+    def _clear(self, conn: Any, namespace: str) -> int:
+        """Delete everything of ``namespace`` (in the caller's transaction); return the
+        number of action and call records deleted."""
+        counts = {table: conn.execute(self._sql[f"clear_{table}"], (namespace,)).rowcount
+                  for table in TABLES}
+        return int(counts["actions"] + counts["calls"])
+
     # -- housekeeping ----------------------------------------------------------------------
     def clear_namespace(self, namespace: str) -> int:
-        """Delete every record, mark and the boundary of ``namespace`` in one transaction;
-        return the number of action and call records deleted."""
+        """Delete every record, mark, the boundary and the lineage of ``namespace`` in one
+        transaction; return the number of action and call records deleted."""
         def work(conn: Any) -> int:
             with self._transaction(conn):
-                counts = {table: conn.execute(self._sql[f"clear_{table}"],
-                                              (namespace,)).rowcount for table in TABLES}
-            return int(counts["actions"] + counts["calls"])
+                return self._clear(conn, namespace)
 
         return self._run("clear_namespace", work)
 

@@ -13,6 +13,10 @@ What a store keeps, per job *namespace* (several jobs can share one database):
   captured, waiting until the retention policy allows pruning them.
 * the **prune boundary**: the newest checkpoint whose captured sequences were pruned, so a
   restore from an older checkpoint can be refused.
+* the namespace's **lineage** (:class:`LineageRecord`): the job timeline its records, marks
+  and boundary belong to, and the jobs of that timeline. A namespace holds one lineage at a
+  time: a fresh start takes it over (:meth:`ActionStateStore.reset_namespace`), which removes
+  what the earlier lineage left (see :mod:`flink_agents_ext.lineage`).
 
 Payload columns (event, outputs, results...) are opaque ``bytes`` written by the caller's
 serializer; stores never interpret them.
@@ -128,6 +132,38 @@ class CallRecord(NamedTuple):
     error_message: Optional[str] = None
 
 
+class LineageRecord(NamedTuple):
+    """The lineage (job timeline) a namespace belongs to, and its history.
+
+    Attributes:
+        lineage: the lineage id (the id of the job that started it fresh).
+        history: the jobs of the lineage's current branch, oldest first: ``(job id, last
+            checkpoint of that job the next job resumed from)``; the last entry is the job
+            running the lineage now (its limit is ``None``). A checkpoint ``(job, n)`` is on
+            the branch if the job is in the history and ``n`` is at most its limit.
+    """
+
+    lineage: str
+    history: tuple[tuple[str, Optional[int]], ...] = ()
+
+    @property
+    def head(self) -> Optional[str]:
+        """The job running the lineage now (the last of the history), or ``None``."""
+        return self.history[-1][0] if self.history else None
+
+
+class NamespaceReset(NamedTuple):
+    """What :meth:`ActionStateStore.reset_namespace` did.
+
+    Attributes:
+        previous: the namespace's lineage before (``None``: it had none).
+        removed: action and call records removed.
+    """
+
+    previous: Optional[LineageRecord]
+    removed: int
+
+
 class ActionStateStore(ABC):
     """Durable storage of action records, durable-call journals and pruning marks."""
 
@@ -201,11 +237,38 @@ class ActionStateStore(ABC):
                            force: bool = False) -> None:
         """Raise the prune boundary to ``checkpoint_id`` (never lower it unless ``force``)."""
 
+    @abstractmethod
+    def discard_prune_marks(self, namespace: str, after_checkpoint: int) -> int:
+        """Delete the marks of checkpoints ``> after_checkpoint`` (what an abandoned branch
+        left after a restore from an older checkpoint); return how many were deleted."""
+
+    # -- lineage -----------------------------------------------------------------------
+    @abstractmethod
+    def get_lineage(self, namespace: str) -> Optional[LineageRecord]:
+        """The lineage ``namespace`` belongs to, or ``None``."""
+
+    @abstractmethod
+    def set_lineage(self, namespace: str, record: LineageRecord) -> None:
+        """Set the lineage record of ``namespace`` (same lineage: a new history)."""
+
+    @abstractmethod
+    def reset_namespace(self, namespace: str, record: LineageRecord) -> Optional[NamespaceReset]:
+        """Give ``namespace`` to lineage ``record.lineage``, atomically: unless it belongs to
+        that lineage already, delete every record, mark and the boundary of the namespace
+        and set its lineage record to ``record``. Several callers of one lineage at once
+        (the subtasks of a job) remove the earlier lineage's records once, and never a
+        record written after the namespace became ``record.lineage``'s.
+
+        Returns:
+            ``None`` if the namespace already belonged to ``record.lineage`` (nothing done),
+            else what was removed.
+        """
+
     # -- housekeeping ------------------------------------------------------------------
     @abstractmethod
     def clear_namespace(self, namespace: str) -> int:
-        """Delete every record, mark and the boundary of ``namespace`` (a fresh start of a
-        job that is not restored). Return the number of action and call records deleted."""
+        """Delete every record, mark, the boundary and the lineage of ``namespace``. Return
+        the number of action and call records deleted."""
 
     @abstractmethod
     def size(self, namespace: Optional[str] = None) -> int:

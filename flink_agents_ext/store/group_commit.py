@@ -41,6 +41,8 @@ from flink_agents_ext.store.base import (
     ActionStateStore,
     CallRecord,
     CallStatus,
+    LineageRecord,
+    NamespaceReset,
     RecordId,
     StoreError,
 )
@@ -245,6 +247,30 @@ class GroupCommitStore(ActionStateStore):
         with self._io:
             self._write()
             self.inner.set_prune_boundary(namespace, checkpoint_id, force=force)
+
+    def discard_prune_marks(self, namespace: str, after_checkpoint: int) -> int:
+        """See :meth:`ActionStateStore.discard_prune_marks`."""
+        with self._io:
+            self._write()
+            return self.inner.discard_prune_marks(namespace, after_checkpoint)
+
+    def get_lineage(self, namespace: str) -> Optional[LineageRecord]:
+        """See :meth:`ActionStateStore.get_lineage`."""
+        with self._io:
+            self._write()
+            return self.inner.get_lineage(namespace)
+
+    def set_lineage(self, namespace: str, record: LineageRecord) -> None:
+        """See :meth:`ActionStateStore.set_lineage`."""
+        with self._io:
+            self._write()
+            self.inner.set_lineage(namespace, record)
+
+    def reset_namespace(self, namespace: str, record: LineageRecord) -> Optional[NamespaceReset]:
+        """See :meth:`ActionStateStore.reset_namespace`."""
+        with self._io:
+            self._write()
+            return self.inner.reset_namespace(namespace, record)
 
     def clear_namespace(self, namespace: str) -> int:
         """See :meth:`ActionStateStore.clear_namespace`."""

@@ -50,9 +50,9 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from flink_agents_ext.store import _kafka_codec as codec
 from flink_agents_ext.store._kafka_index import KafkaIndex, SubKey
+from flink_agents_ext.store._kafka_meta import KafkaMetaOps, Message
 from flink_agents_ext.store.base import (
     ActionRecord,
-    ActionStateStore,
     CallRecord,
     RecordId,
     StoreConfigError,
@@ -70,10 +70,9 @@ MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 TOPIC_CONFIG = {"cleanup.policy": "compact", "max.message.bytes": str(MAX_MESSAGE_BYTES),
                 "segment.ms": str(3_600_000), "min.cleanable.dirty.ratio": "0.25"}
 
-Message = tuple[str, int, bytes, Optional[bytes]]  # topic, partition, key, value
 
 
-class KafkaStore(ActionStateStore):
+class KafkaStore(KafkaMetaOps):
     """An :class:`ActionStateStore` on two compacted Kafka topics (see the module docs).
 
     Args:
@@ -372,70 +371,17 @@ class KafkaStore(ActionStateStore):
                     doomed[key] = subs
             return self._delete(index, namespace, doomed)
 
-    def add_prune_marks(self, namespace: str, checkpoint_id: int,
-                        up_to: Mapping[str, int]) -> None:
-        """Remember that checkpoint ``checkpoint_id`` captured ``key -> last completed seq``
-        (a key marked twice for one checkpoint keeps the higher sequence)."""
-        with self._use("add_prune_marks") as index:
-            if not up_to:
-                return
-            index.catch_up((), meta=True)
-            marks = index.meta[namespace].marks if namespace in index.meta else {}
-            self._send([(self._meta_topic, 0,
-                         codec.encode_key(codec.MARK, namespace, checkpoint_id, key),
-                         codec.encode_json(max(seq, marks.get((checkpoint_id, key), seq))))
-                        for key, seq in up_to.items()])
-            index.catch_up((), meta=True)
-
-    def take_prune_marks(self, namespace: str, up_to_checkpoint: int) -> dict[str, int]:
-        """Remove and return the marks of checkpoints ``<= up_to_checkpoint``, merged to the
-        highest sequence per key."""
-        with self._use("take_prune_marks") as index:
-            index.catch_up((), meta=True)
-            marks = index.meta[namespace].marks if namespace in index.meta else {}
-            taken = sorted(mark for mark in marks if mark[0] <= up_to_checkpoint)
-            merged: dict[str, int] = {}
-            for checkpoint, key in taken:
-                merged[key] = max(merged.get(key, marks[(checkpoint, key)]),
-                                  marks[(checkpoint, key)])
-            self._send([(self._meta_topic, 0, codec.encode_key(codec.MARK, namespace, *mark),
-                         None) for mark in taken])
-            index.catch_up((), meta=True)
-            return merged
-
-    def get_prune_boundary(self, namespace: str) -> Optional[int]:
-        """The newest checkpoint whose captured sequences were pruned, or ``None``."""
-        with self._use("get_prune_boundary") as index:
-            index.catch_up((), meta=True)
-            return index.meta[namespace].boundary if namespace in index.meta else None
-
-    def set_prune_boundary(self, namespace: str, checkpoint_id: int, *,
-                           force: bool = False) -> None:
-        """Raise the prune boundary to ``checkpoint_id`` (never lower it unless ``force``)."""
-        with self._use("set_prune_boundary") as index:
-            index.catch_up((), meta=True)
-            current = index.meta[namespace].boundary if namespace in index.meta else None
-            if force or current is None or checkpoint_id > current:
-                self._send([(self._meta_topic, 0, codec.encode_key(codec.BOUNDARY, namespace),
-                             codec.encode_json(checkpoint_id))])
-                index.catch_up((), meta=True)
-
     # -- housekeeping --------------------------------------------------------------------
     def clear_namespace(self, namespace: str) -> int:
-        """Tombstone every record, mark and the boundary of ``namespace``; return the
-        number of action and call records deleted."""
+        """Tombstone every record, mark, the boundary and the lineage of ``namespace``;
+        return the number of action and call records deleted."""
         with self._use("clear_namespace") as index:
             self._track(index, namespace)
             index.catch_up(range(index.partitions), meta=True)
             doomed = {key: list(entries)
                       for key, entries in index.records[namespace].items()}
             deleted = self._delete(index, namespace, doomed)
-            meta = index.meta.get(namespace)
-            if meta is not None:
-                keys = [codec.encode_key(codec.MARK, namespace, *mark) for mark in meta.marks]
-                keys.append(codec.encode_key(codec.BOUNDARY, namespace))
-                self._send([(self._meta_topic, 0, key, None) for key in keys])
-                index.catch_up((), meta=True)
+            self._clear_meta(index, namespace)
             return deleted
 
     def size(self, namespace: Optional[str] = None) -> int:

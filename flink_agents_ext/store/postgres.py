@@ -12,7 +12,9 @@ Layout (schema version :data:`SCHEMA_VERSION`), in the PostgreSQL schema given b
 * ``calls``: the durable-call journal, primary key ``(namespace, key, seq, action,
   occurrence, position)``;
 * ``prune_marks``: ``(namespace, checkpoint_id, key) -> seq``;
-* ``prune_boundary``: ``namespace -> checkpoint_id``.
+* ``prune_boundary``: ``namespace -> checkpoint_id``;
+* ``lineages``: ``namespace -> (lineage, history)`` (since schema version 2; tables of
+  version 1 get it when first opened by this version).
 
 Text columns use the ``"C"`` collation (byte order of UTF-8, i.e. code-point order, whatever
 the database's default collation); payloads are ``BYTEA``, sent and read in binary format.
@@ -57,6 +59,7 @@ from psycopg import sql
 from flink_agents_ext.store._rows import call_params
 from flink_agents_ext.store._sql import TABLES as CORE_TABLES
 from flink_agents_ext.store._sql import SQLStore, create_table
+from flink_agents_ext.store._sql_layout import ADDED_IN
 from flink_agents_ext.store.base import CallRecord, StoreConfigError, StoreError
 from flink_agents_ext.store.settings import check_settings
 
@@ -65,7 +68,7 @@ __all__ = ["APPLICATION", "LOCK_KEY", "SCHEMA_VERSION", "PostgresStore"]
 _log = logging.getLogger(__name__)
 
 #: Version of the table layout this module reads and writes (``action_store_version``).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: ``action_store_version.application`` of an action store.
 APPLICATION = "flink-agents-ext"
 #: Advisory lock taken while the tables are created ("FAES" << 32 | 1).
@@ -108,6 +111,9 @@ _SET_VERSION = """
 INSERT INTO {schema}.action_store_version (singleton, version, application)
 VALUES (TRUE, %s, %s)
 """
+_UPGRADE_VERSION = "UPDATE {schema}.action_store_version SET version = %s"
+#: Serialises the lineage changes of one namespace (transaction-scoped advisory lock).
+_LOCK_NAMESPACE = "SELECT pg_advisory_xact_lock(%s::integer, hashtext(%s))"
 
 # One statement (one round trip, atomic) for any number of keys: the bounds arrive as two
 # arrays; each key's rows are found through the primary key index.
@@ -246,6 +252,15 @@ class PostgresStore(SQLStore):
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (LOCK_KEY,))
             if self._check_schema(conn):  # created meanwhile by another store object
                 return
+            version = self._version(conn)
+            if version:  # an older layout: add the tables of the versions after it
+                for added in range(version + 1, SCHEMA_VERSION + 1):
+                    for table in ADDED_IN.get(added, ()):
+                        conn.execute(self._render(create_table(table, COLUMN_TYPES, True)))
+                conn.execute(self._render(_UPGRADE_VERSION), (SCHEMA_VERSION,))
+                _log.info("PostgreSQL store %s: schema version %d upgraded to %d",
+                          self._where, version, SCHEMA_VERSION)
+                return
             if conn.execute(_FIND_SCHEMA, (self._schema,)).fetchone() is None:
                 # Only when missing: CREATE SCHEMA IF NOT EXISTS needs the CREATE privilege
                 # on the database even when the schema exists.
@@ -258,7 +273,14 @@ class PostgresStore(SQLStore):
                   self._where, SCHEMA_VERSION)
 
     def _check_schema(self, conn: psycopg.Connection[Any]) -> bool:
-        """``True`` if the schema holds our current tables, ``False`` if it has none."""
+        """``True`` if the schema holds our current tables, ``False`` if it has none or an
+        older version of them."""
+        version = self._version(conn)
+        return version == SCHEMA_VERSION
+
+    def _version(self, conn: psycopg.Connection[Any]) -> int:
+        """The layout version of the schema's tables (0: none); refuses foreign tables and
+        newer versions."""
         found = {row[0] for row in conn.execute(_FIND_TABLES, (self._schema, list(TABLES)))}
         if "action_store_version" not in found:
             if found:
@@ -267,7 +289,7 @@ class PostgresStore(SQLStore):
                     f"table(s) {', '.join(sorted(found))} that do not belong to an action "
                     f"state store (no action_store_version table); set the store's 'schema' "
                     f"to another schema")
-            return False
+            return 0
         row = conn.execute(self._render(_GET_VERSION)).fetchone()
         if row is None or row[1] != APPLICATION:
             raise StoreError(
@@ -279,9 +301,7 @@ class PostgresStore(SQLStore):
                 f"PostgreSQL store {self._where}: schema version {version} is newer than "
                 f"version {SCHEMA_VERSION} supported by this flink-agents-ext; upgrade "
                 f"flink-agents-ext or use another schema")
-        # 1 <= version <= SCHEMA_VERSION: there is only version 1 so far. A later version
-        # migrates older layouts here, inside the locked transaction.
-        return True
+        return version
 
     def _redact(self, text: str) -> str:
         """``text`` without the password (defence in depth: libpq does not echo it)."""
@@ -298,6 +318,9 @@ class PostgresStore(SQLStore):
 
     def _read(self, conn: psycopg.Connection[Any], query: str, params: Any) -> Any:
         return conn.execute(query, params, binary=True)  # payloads as bytes, unescaped
+
+    def _lock_namespace(self, conn: Any, namespace: str) -> None:
+        conn.execute(_LOCK_NAMESPACE, (LOCK_KEY >> 32, namespace))
 
     def _idle(self, conn: psycopg.Connection[Any]) -> bool:
         return (not conn.closed

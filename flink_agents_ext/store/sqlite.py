@@ -8,7 +8,9 @@ tagged with ``PRAGMA application_id`` = :data:`APPLICATION_ID`):
 * ``calls``: the durable-call journal, primary key ``(namespace, key, seq, action,
   occurrence, position)``;
 * ``prune_marks``: ``(namespace, checkpoint_id, key) -> seq``;
-* ``prune_boundary``: ``namespace -> checkpoint_id``.
+* ``prune_boundary``: ``namespace -> checkpoint_id``;
+* ``lineages``: ``namespace -> (lineage, history)`` (since schema version 2; a version 1
+  file gets the table when it is first opened).
 
 Durability: every ``put_*`` is its own committed transaction before it returns. In WAL mode
 ``synchronous=NORMAL`` (the default) survives a crash of the process but a power loss or OS
@@ -36,6 +38,7 @@ from collections import deque
 from typing import Any, Iterator, Mapping
 
 from flink_agents_ext.store._sql import TABLES, SQLStore, create_table
+from flink_agents_ext.store._sql_layout import ADDED_IN
 from flink_agents_ext.store.base import StoreError
 from flink_agents_ext.store.settings import SYNCHRONOUS_MODES, check_settings
 
@@ -44,7 +47,7 @@ __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SYNCHRONOUS_MODES", "SQLiteStore
 _log = logging.getLogger(__name__)
 
 #: Version of the table layout this module reads and writes (``PRAGMA user_version``).
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 #: ``PRAGMA application_id`` of an action-store file ("FAES"), to refuse foreign files.
 APPLICATION_ID = 0x46414553
 
@@ -148,6 +151,15 @@ class SQLiteStore(SQLStore):
         with self._transaction(conn):
             if self._check_schema(conn):  # another process created it meanwhile
                 return
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version:  # an older layout: add the tables of the versions after it
+                for added in range(version + 1, SCHEMA_VERSION + 1):
+                    for table in ADDED_IN.get(added, ()):
+                        conn.execute(self._render(create_table(table, self.COLUMN_TYPES)))
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                _log.info("SQLite store %s: schema version %d upgraded to %d", self._path,
+                          version, SCHEMA_VERSION)
+                return
             tables = conn.execute(
                 "SELECT count(*) FROM sqlite_master WHERE name NOT LIKE 'sqlite_%'"
             ).fetchone()[0]
@@ -176,11 +188,8 @@ class SQLiteStore(SQLStore):
                 f"SQLite store {self._path}: schema version {version} is newer than version "
                 f"{SCHEMA_VERSION} supported by this flink-agents-ext; upgrade flink-agents-ext "
                 f"or use another file")
-        if version == 0:
-            return False
-        # 1 <= version <= SCHEMA_VERSION: there is only version 1 so far. A later version
-        # migrates older files here, inside a transaction.
-        return True
+        # 0: empty; 1 <= version < SCHEMA_VERSION: upgraded by _ensure_schema.
+        return bool(version == SCHEMA_VERSION)
 
     # -- the dialect -----------------------------------------------------------------------
     @contextlib.contextmanager

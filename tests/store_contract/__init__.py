@@ -14,9 +14,9 @@ teardown. Each test works in namespaces of its own (fixture ``ns``), so the data
 be shared with other tests; only :meth:`ActionStateStore.size` without a namespace looks
 at everything, and it is checked relative to its value at the start.
 
-The contract is split by subject into modules (``records``, ``pruning``, ``lifecycle``), each
-a mixin over :class:`~tests.store_contract.base.ContractBase`; :class:`StoreContract`
-combines them. A new subject gets its own module and is added to the bases below.
+The contract is split by subject into modules (``records``, ``pruning``, ``lifecycle``,
+``lineage``), each a mixin over :class:`~tests.store_contract.base.ContractBase`;
+:class:`StoreContract` combines them. A new subject gets its own module and is added to the bases below.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from tests.store_contract.helpers import (
     run_threads,
 )
 from tests.store_contract.lifecycle import LifecycleContract
+from tests.store_contract.lineage import LineageContract
 from tests.store_contract.pruning import PruneContract
 from tests.store_contract.records import RecordsContract
 
@@ -42,7 +43,7 @@ __all__ = ["ROOT", "GroupCommitContract", "StoreContract", "StoreFactory", "acti
            "call_record", "check_put_survives_a_killed_process", "fill", "rid", "run_threads"]
 
 
-class StoreContract(RecordsContract, PruneContract, LifecycleContract):
+class StoreContract(RecordsContract, PruneContract, LifecycleContract, LineageContract):
     """The behaviour every :class:`ActionStateStore` backend must have."""
 
 

@@ -7,6 +7,7 @@ from flink_agents_ext.store.base import (
     ActionStateStore,
     CallRecord,
     CallStatus,
+    LineageRecord,
 )
 from tests.store_contract.base import ContractBase
 from tests.store_contract.helpers import (
@@ -40,8 +41,10 @@ class RecordsContract(ContractBase):
             store.put_call(CallRecord(rid(namespace), 0, "f", "d", CallStatus.OK, b"r"))
             store.add_prune_marks(namespace, 1, {"k": 3})
             store.set_prune_boundary(namespace, 4)
+            store.set_lineage(namespace, LineageRecord(namespace, ((namespace, None),)))
         assert store.clear_namespace(ns) == 2
         assert store.size(ns) == 0 and store.get_prune_boundary(ns) is None
+        assert store.get_lineage(ns) is None and store.get_lineage(other) is not None
         assert store.take_prune_marks(ns, 10) == {}
         assert store.size(other) == 2 and store.get_prune_boundary(other) == 4
         assert store.take_prune_marks(other, 10) == {"k": 3}
