@@ -32,9 +32,10 @@ def letters(h: KeyedFunctionHarness) -> list[dict]:
 
 
 def records(tmp_path: Path, key: Any, seq: int) -> list[tuple[str, int]]:
+    """(action, occurrence) of the completed action records of run ``seq`` of ``key``."""
     with SQLiteStore(str(tmp_path / "a.db")) as store:
         return sorted((r.id.action, r.id.occurrence)
-                      for r in store.get_run(NS, encode_key(key), seq))
+                      for r in store.get_run(NS, encode_key(key), seq) if r.completed)
 
 
 def memory(h: KeyedFunctionHarness, key: Any) -> dict:
@@ -312,11 +313,11 @@ def test_event_no_action_reacts_to_fails_the_task_in_fail_mode(tmp_path):
 
 # -- effects that cannot be recorded ---------------------------------------------------------
 class SmallSerializer(JsonSerializer):
-    """JSON, refusing anything longer than 12 bytes."""
+    """JSON, refusing anything longer than 24 bytes."""
 
     def dumps(self, value: Any) -> bytes:
         data = super().dumps(value)
-        if len(data) > 12:
+        if len(data) > 24:
             raise SerializationError(f"{len(data)} bytes is too long")
         return data
 
@@ -326,14 +327,14 @@ def test_unrecordable_effects_name_the_value_or_say_it_is_all_of_them(tmp_path):
 
     @agent.action(on=INPUT)
     def act(event: Any, ctx: ActionContext) -> None:
-        ctx.emit("abcd")
-        ctx.emit("efgh")  # each fits, the two together do not
+        ctx.emit("a" * 10)
+        ctx.emit("b" * 10)  # each fits, the two together do not
 
     h = KeyedFunctionHarness(make(tmp_path, agent, serializer=SmallSerializer()))
     assert h.process_element(1, key="k") == []
-    assert h.process_element("a long input value", key="k") == []
+    assert h.process_element("a much longer input value", key="k") == []
     effects, event = (d["reason"] for d in letters(h))
     assert re.fullmatch(r"cannot record the effects of action act: its effects: "
                         r"\d+ bytes is too long", effects)
     assert event == ("cannot record the effects of action act: the 'input' event it "
-                     "reacted to: 20 bytes is too long")
+                     "reacted to: 27 bytes is too long")
