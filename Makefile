@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.fae-installed-$(shell cat setup.py constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: help setup jar run kafka-broker demo test test-fast lint bench mutate clean
+.PHONY: help setup jar run kafka-broker demo test test-fast lint bench clean
 
 help:
 	@echo "make run       set up, then run the main job on the local mini-cluster"
@@ -15,8 +15,6 @@ help:
 	@echo "make test-fast unit tests only (no Flink job)"
 	@echo "make lint      ruff + mypy"
 	@echo "make bench     benchmarks, side by side; writes bench-results.json"
-	@echo "make mutate    mutation testing of the protocol core; writes mutation-results.json"
-	@echo "               (MUTATE_WORKERS=2 to test two mutants at once)"
 	@echo "make jar       build the bridge jar (done automatically at first use)"
 	@echo "make clean     remove build output (keeps the venv)"
 
@@ -63,19 +61,8 @@ test-fast: setup
 bench: jar
 	$(PY) -m bench.run_all
 
-# Mutation testing (scripts/mutate.py; modules and tests in [tool.mutmut] of pyproject.toml).
-# mutmut is pinned: scripts/mutate.py reads its result files.
-MUTMUT_VERSION := 3.8.1
-MUTATE_WORKERS ?= 1
-
-mutate: setup
-	@$(PY) -c "import importlib.metadata as m, sys; sys.exit(m.version('mutmut') != '$(MUTMUT_VERSION)')" \
-		2>/dev/null || $(PY) -m pip install -q "mutmut==$(MUTMUT_VERSION)"
-	$(PY) -m scripts.mutate --workers $(MUTATE_WORKERS)
-
 clean:
-	rm -rf flink_agents_ext/_build build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache \
-		mutants mutation-results.json
+	rm -rf flink_agents_ext/_build build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
 
 # ---- cluster: a local standalone Flink cluster (scripts/cluster.sh; README "Running on a standalone Flink cluster")
 # make cluster-start cluster-submit cluster-checkpoints cluster-savepoint cluster-resume \
@@ -134,11 +121,14 @@ cluster-stop: setup
 # ---- end of cluster section -------------------------------------------------------------------
 
 # ---- chaos: fault injection (chaos/; python -m chaos.run --help) -----------------------------
-# make chaos        20 mini-cluster trials, each with a failure at a random point, plus a killed
-#                   TaskManager on a standalone cluster and a PostgreSQL restart; each checked
-#                   against a failure-free run. Prints a table, writes chaos-results.json.
+# make chaos        60 mini-cluster trials, each with a failure at a random point in a drawn
+#                   configuration (mode, max_in_flight, commit, retention, parallelism, savepoint
+#                   resume / fresh start on a used namespace, SQLite/PostgreSQL/Kafka), plus a
+#                   PostgreSQL restart and two killed TaskManagers (commit each, group); each
+#                   checked against a failure-free run and its configuration's expectation.
+#                   Prints tables per failure point and configuration, writes chaos-results.json.
 # make chaos-short  the short form the test suite runs (tests/test_chaos.py)
-# CHAOS_ARGS=...    e.g. "--seed 7", "--trials 30", "--no-cluster"
+# CHAOS_ARGS=...    e.g. "--seed 7", "--trials 30", "--no-cluster", "--no-kafka"
 CHAOS_ARGS ?=
 
 .PHONY: chaos chaos-short chaos-lint

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from chaos import inject
+from chaos.config import expectation
 from chaos.inputs import check_dead_letters
 from chaos.plan import Plan
 
@@ -22,6 +23,8 @@ class Outputs:
     results: list[str]
     dead_letters: list[str]
     ledger: Counter[tuple[str, str]]
+    #: The ledger's (call, ticket) entries in file order (first executions first).
+    ledger_order: list[tuple[str, str]]
     ledger_bad_lines: int
     reconciled: list[dict[str, Any]]
     restores: list[dict[str, Any]]
@@ -56,11 +59,23 @@ def collect(out: Path) -> Outputs:
     ledger_entries, bad = _jsonl(out / inject.LEDGER)
     return Outputs(
         results=results, dead_letters=dead,
-        ledger=Counter((e["call"], e["ticket"]) for e in ledger_entries), ledger_bad_lines=bad,
+        ledger=Counter((e["call"], e["ticket"]) for e in ledger_entries),
+        ledger_order=[(e["call"], e["ticket"]) for e in ledger_entries], ledger_bad_lines=bad,
         reconciled=_jsonl(out / inject.RECONCILED)[0],
         restores=_jsonl(out / inject.RESTORES)[0],
         fired=inject.describe(str(out)), uncommitted_files=uncommitted + uncommitted_dead,
         instances=len(glob.glob(str(out / "stats" / "*.json"))))
+
+def last_batch_calls(o: Outputs, repeats: str,
+                     injection: dict[str, Any]) -> set[tuple[str, str]]:
+    """The calls a ``last-batch`` expectation lets run twice: first executed from the ledger
+    line ``last_batch_from`` (counted shortly before the kill) up to the kill."""
+    if repeats != "last-batch" or "calls_at_kill" not in injection:
+        return set()
+    first = int(injection.get("last_batch_from", 0))
+    upto = int(injection["calls_at_kill"])
+    return set(o.ledger_order[first:upto])
+
 
 # -- checks ---------------------------------------------------------------------------------
 @dataclass
@@ -73,6 +88,10 @@ class Verdict:
     runtime: str
     store: str
     parallelism: int
+    #: The trial's configuration (:meth:`chaos.config.TrialConfig.as_dict`).
+    config: dict[str, Any] = field(default_factory=dict)
+    #: What the configuration promises (:meth:`chaos.config.Expectation.describe`).
+    expected: str = ""
     seconds: float = 0.0
     completed: bool = False
     injected: bool = False
@@ -83,6 +102,11 @@ class Verdict:
     restored_from: list[int] = field(default_factory=list)
     duplicates: int = 0
     duplicate_calls: list[str] = field(default_factory=list)
+    #: Repeats the configuration allows (group commit's last batch after a kill).
+    repeats: int = 0
+    repeated_calls: list[str] = field(default_factory=list)
+    #: Reference calls that never ran in this trial (e.g. another job's record replayed).
+    skipped_calls: int = 0
     reexecuted_unrecorded: int = 0
     reexecuted_calls: list[str] = field(default_factory=list)
     reconciled: int = 0
@@ -94,6 +118,14 @@ class Verdict:
     problems: list[str] = field(default_factory=list)
     #: The harness itself failed in this trial (e.g. the cluster did not start).
     harness_error: str = ""
+    #: The job hit the PyFlink process-mode race (README, Known issues) in every attempt.
+    upstream_race: bool = False
+    #: Attempts of this trial (more than 1 after the race).
+    attempts: int = 1
+    #: What the trial's earlier phases did (savepoint path, the earlier job).
+    phases: dict[str, Any] = field(default_factory=dict)
+    #: The command that reruns exactly this trial.
+    rerun: str = ""
 
     @property
     def passed(self) -> bool:
@@ -104,12 +136,16 @@ class Verdict:
 def check_run(plan: Plan, out: Path, completed: bool, failure: str,
               summary: Optional[dict[str, Any]], reference: Optional[Outputs],
               tickets: int, injection: Optional[dict[str, Any]] = None,
-              seconds: float = 0.0, log_text: str = "") -> Verdict:
-    """Check one run's outputs (against the reference, unless this is the reference)."""
+              seconds: float = 0.0, log_text: str = "", base_instances: int = 0) -> Verdict:
+    """Check one run's outputs (against the reference, unless this is the reference) and
+    against what its configuration promises. ``base_instances``: function instances an
+    earlier job of the trial opened (before a resume from a savepoint)."""
     o = collect(out)
+    promise = expectation(plan.config, plan.kind)
     v = Verdict(plan.name, plan.kind, plan.spec, plan.runtime, plan.store, plan.parallelism,
+                config=plan.config.as_dict(), expected=promise.describe(),
                 seconds=round(seconds, 1), completed=completed,
-                restarts=max(0, -(-o.instances // plan.parallelism) - 1),
+                restarts=max(0, -(-(o.instances - base_instances) // plan.parallelism) - 1),
                 restored_from=sorted({int(r["checkpoint"]) for r in o.restores}),
                 uncommitted_files=o.uncommitted_files)
     problems = v.problems
@@ -137,9 +173,11 @@ def check_run(plan: Plan, out: Path, completed: bool, failure: str,
             problems.append(f"the {plan.kind} did not happen while the job ran: "
                             f"{injection.get('why', '')}")
 
-    # Durable calls: a recorded call never runs twice; an unrecorded one may, once more.
+    # Durable calls: a recorded call never runs twice; an unrecorded one may, once more;
+    # after a kill with group commit, one of the last batch may (counted as a repeat).
     target_ticket = f"G-{spec.trigger:06d}" if spec.point == "unrecorded" else ""
     reconcilable = spec.target in inject.RECONCILABLE_CALLS
+    last_batch = last_batch_calls(o, promise.repeats, v.injection)
     for (call, ticket), count in sorted(o.ledger.items()):
         if count < 2:
             continue
@@ -150,6 +188,9 @@ def check_run(plan: Plan, out: Path, completed: bool, failure: str,
         if unrecorded:
             v.reexecuted_unrecorded += count - 1
             v.reexecuted_calls.append(label)
+        elif (call, ticket) in last_batch and count == 2:
+            v.repeats += 1
+            v.repeated_calls.append(label)
         else:
             v.duplicates += count - 1
             v.duplicate_calls.append(label)
@@ -158,6 +199,12 @@ def check_run(plan: Plan, out: Path, completed: bool, failure: str,
         more = len(v.duplicate_calls) - 8
         problems.append(f"recorded durable calls executed twice: {shown}"
                         + (f" and {more} more" if more > 0 else ""))
+    if reference is not None:
+        skipped = sorted(set(reference.ledger) - set(o.ledger))
+        v.skipped_calls = len(skipped)
+        if skipped:
+            problems.append(f"{len(skipped)} durable call(s) of the reference never ran (a "
+                            f"record of another job replayed?), e.g. {skipped[:4]}")
     if o.ledger_bad_lines:
         problems.append(f"{o.ledger_bad_lines} unreadable line(s) in the side-effect ledger")
     if spec.point == "unrecorded" and v.injected:

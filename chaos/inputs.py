@@ -83,6 +83,16 @@ def bad_inputs() -> list[BadInput]:
     ]
 
 
+def other_ticket(n: int) -> str:
+    """The n-th generated ticket with another text (same id, number and customer): what an
+    earlier job on the same namespace processed, in the ``fresh-on-used`` trials."""
+    from jobs.support_triage import TEXTS, generated_ticket
+
+    ticket = json.loads(generated_ticket(n))
+    ticket["text"] = TEXTS[(TEXTS.index(ticket["text"]) + 3) % len(TEXTS)]
+    return json.dumps(ticket)
+
+
 def write_input_file(path: str) -> list[BadInput]:
     """Write the bad inputs to ``path`` (JSON lines); return them."""
     items = bad_inputs()

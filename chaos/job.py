@@ -3,14 +3,18 @@ runs, on the mini-cluster or submitted to a standalone cluster):
 
     python -m chaos.job --config F [--spec SPEC] [--bad-input] [--max-in-flight N]
                         [--parallelism P] [--mode thread|process] [--from-savepoint SP]
-                        [--keep-namespace] [--summary-json FILE]
+                        [--keep-namespace] [--summary-json FILE] [--other-tickets]
+                        [--stop-after-calls N]
 
 ``--spec`` is a :class:`chaos.inject.ChaosSpec` (``none`` for none); ``--bad-input`` turns
 the tickets of :mod:`chaos.inputs` bad inside the agent. Everything before the agent runs
 with parallelism 1, so that each key's tickets arrive in the same order in every run,
 whatever the agent's parallelism. A fresh run (no ``--from-savepoint``) empties the outputs
 and, unless ``--keep-namespace``, the store namespace (``--keep-namespace``: a fresh start on
-the namespace of an earlier job, as a careless redeploy would do).
+the namespace of an earlier job, as a careless redeploy would do). ``--other-tickets``:
+the generated tickets have other texts (:func:`chaos.inputs.other_ticket`: the earlier job of
+a fresh start on a used namespace). ``--stop-after-calls N``: stop the job with a savepoint
+(in ``<output>/savepoints``) once N durable calls ran; prints ``SAVEPOINT <path>``.
 """
 
 from __future__ import annotations
@@ -18,14 +22,21 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any
+import time
+from typing import Any, Callable
 
 from pyflink.datastream import DataStream, KeyedStream
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from chaos import inject
+from chaos.inputs import other_ticket
+from flink_agents_ext import stop_with_savepoint
 from jobs import support_triage as triage
+from jobs.triage_summary import LEDGER
+
+#: Longest wait for the calls a stop with a savepoint waits for (seconds).
+STOP_WAIT_S = 180
 
 
 class ChaosVariant(triage.Variant):
@@ -33,9 +44,15 @@ class ChaosVariant(triage.Variant):
 
     upstream_parallelism = 1
 
-    def __init__(self, hooks: inject.ChaosHooks, max_in_flight: int = 0) -> None:
+    def __init__(self, hooks: inject.ChaosHooks, max_in_flight: int = 0,
+                 other_tickets: bool = False) -> None:
         self.hooks = hooks
         self.max_in_flight = max_in_flight
+        self.other_tickets = other_tickets
+
+    def ticket_generator(self) -> Callable[[int], str]:
+        """The generated tickets, or other ones (``--other-tickets``)."""
+        return other_ticket if self.other_tickets else triage.generated_ticket
 
     def key_by(self, parsed: DataStream) -> KeyedStream:
         """Keys are pickled here (no key type), so that an unencodable one reaches the agent."""
@@ -60,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-in-flight", type=int, default=0, help="runs in flight per subtask")
     p.add_argument("--keep-namespace", action="store_true",
                    help="a fresh run that does not empty the store namespace first")
+    p.add_argument("--other-tickets", action="store_true",
+                   help="generate other tickets (same ids and customers, other texts)")
+    p.add_argument("--stop-after-calls", type=int, default=0,
+                   help="stop with a savepoint once this many durable calls ran")
     args = p.parse_args(argv)
     try:
         inject.ChaosSpec.parse(args.spec)
@@ -73,10 +94,44 @@ def main(argv: list[str] | None = None) -> int:
                                clear_namespace=not args.keep_namespace)
     hooks = inject.ChaosHooks(args.spec, args.bad_input, out_dir, triage.page_oncall,
                               triage.page_id)
-    return triage.run(cfg, out_dir, savepoint=args.from_savepoint,
-                      variant=ChaosVariant(hooks, args.max_in_flight),
+    variant = ChaosVariant(hooks, args.max_in_flight, args.other_tickets)
+    if args.stop_after_calls:
+        return stop_midway(cfg, out_dir, variant, args.stop_after_calls, args.from_savepoint)
+    return triage.run(cfg, out_dir, savepoint=args.from_savepoint, variant=variant,
                       summary_json=args.summary_json,
                       note=f", chaos {args.spec}, max_in_flight {args.max_in_flight}")
+
+
+def stop_midway(cfg: Any, out_dir: str, variant: ChaosVariant, calls: int,
+                savepoint: str = "") -> int:
+    """Run the job until ``calls`` durable calls ran, then stop it with a savepoint in
+    ``<out_dir>/savepoints``; print ``SAVEPOINT <path>``. Exit status 3 when the job ended
+    (or the wait timed out) first."""
+    from pyflink.util.java_utils import get_j_env_configuration
+
+    env = triage.make_env(cfg, savepoint or None)
+    # Small Python bundles: a savepoint barrier waits for the bundle before it (process
+    # mode), and the job's 1000-element bundles hold the whole input of a chaos run.
+    conf = get_j_env_configuration(env._j_stream_execution_environment)
+    conf.setString("python.fn-execution.bundle.size", "5")
+    conf.setString("python.fn-execution.bundle.time", "20")
+    triage.build(env, cfg, out_dir, 0, variant)
+    client = env.execute_async(cfg.name)
+    outcome = client.get_job_execution_result()
+    ledger = os.path.join(out_dir, LEDGER)
+    deadline = time.monotonic() + STOP_WAIT_S
+    while True:
+        ran = sum(1 for _ in open(ledger)) if os.path.exists(ledger) else 0
+        if ran >= calls:
+            break
+        if outcome.done() or time.monotonic() > deadline:
+            print(f"the job {'ended' if outcome.done() else 'was still short'} before "
+                  f"{calls} durable calls ran ({ran})", file=sys.stderr, flush=True)
+            return 3
+        time.sleep(0.05)
+    path = stop_with_savepoint(client, "file://" + os.path.join(out_dir, "savepoints"))
+    print(f"SAVEPOINT {path} after {ran} calls", flush=True)
+    return 0
 
 
 if __name__ == "__main__":

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 from chaos import inject
+from chaos.config import BACKENDS, LIFECYCLES, MODES, TrialConfig, draw_configs
 from jobs.support_triage import _score, generated_ticket
 
 KINDS = {
@@ -28,25 +29,53 @@ SLOW_RATE = 40
 
 @dataclass
 class Plan:
-    """One run: what fails where, on which runtime and store."""
+    """One run: what fails where, on which runtime, in which configuration."""
 
     name: str
     kind: str
     spec: str = "none"
     runtime: str = "mini-cluster"
-    store: str = "sqlite"
-    parallelism: int = 1
+    config: TrialConfig = field(default_factory=TrialConfig)
     #: Generated tickets per second (0: ``tickets / INPUT_SECONDS``).
     rate: int = 0
     #: TaskManager kill / PostgreSQL restart: once this fraction of the calls ran.
     at_fraction: float = 0.0
+    #: ``savepoint`` life cycle: stop with a savepoint once this fraction of the calls ran.
+    stop_fraction: float = 0.0
+
+    @property
+    def store(self) -> str:
+        """The store backend."""
+        return self.config.backend
+
+    @property
+    def parallelism(self) -> int:
+        """The agent's parallelism when the failure is injected (after a resume: the
+        resumed job's)."""
+        if self.config.lifecycle == "savepoint" and self.config.resume_parallelism:
+            return self.config.resume_parallelism
+        return self.config.parallelism
 
     def describe(self) -> str:
-        """One line: kind, spec, runtime, store, parallelism."""
+        """One line: kind, spec, runtime, configuration."""
         what = self.spec if self.spec != "none" else self.kind
         if self.at_fraction:
             what += f"@{self.at_fraction:.0%}"
-        return f"{what:<28} {self.runtime} {self.store} p{self.parallelism}"
+        if self.stop_fraction:
+            what += f" (stop@{self.stop_fraction:.0%})"
+        return f"{what:<34} {self.runtime} {self.config.label()}"
+
+    def rerun_command(self, seed: int, tickets: int) -> str:
+        """The command that reruns exactly this trial (a failing trial prints it)."""
+        args = ["python", "-m", "chaos.run", "--spec", self.spec, "--kind", self.kind,
+                *self.config.args(), "--tickets", str(tickets), "--seed", str(seed)]
+        if self.stop_fraction:
+            args += ["--stop-fraction", str(self.stop_fraction)]
+        if self.at_fraction:
+            args += ["--at-fraction", str(self.at_fraction)]
+        if self.rate:
+            args += ["--rate", str(self.rate)]
+        return " ".join(args)
 
 
 def pager_tickets(tickets: int) -> list[int]:
@@ -64,14 +93,16 @@ def pager_tickets(tickets: int) -> list[int]:
 
 
 def random_spec(rng: random.Random, kind: str, tickets: int, pagers: list[int],
-                reconcilable: Optional[bool] = None, side: Optional[str] = None) -> str:
+                reconcilable: Optional[bool] = None, side: Optional[str] = None,
+                after: float = 0.1) -> str:
     """A chaos spec of ``kind`` at a random point of a run of ``tickets`` tickets.
 
     ``reconcilable`` (``unrecorded`` only): target the reconcilable pager call (``True``),
     another call (``False``), or any (``None``). ``side`` (``snapshot``, ``notify``):
-    ``before`` or ``after``, random when ``None``.
+    ``before`` or ``after``, random when ``None``. ``after``: the first fraction of the
+    tickets a target ticket may have (a resumed job's failure comes after its savepoint).
     """
-    lo, hi = max(1, tickets // 10), max(2, tickets * 9 // 10)
+    lo, hi = max(1, int(tickets * after)), max(2, tickets * 9 // 10)
     if kind in ("before-call", "after-call"):
         return f"{kind}:{rng.choice(inject.ACTIONS)}:{rng.randint(lo, hi)}"
     if kind == "unrecorded":
@@ -90,38 +121,64 @@ def random_spec(rng: random.Random, kind: str, tickets: int, pagers: list[int],
     raise ValueError(f"no random spec for {kind}")
 
 
+def mini_plan(rng: random.Random, name: str, kind: str, config: TrialConfig, tickets: int,
+              pagers: list[int], reconcilable: Optional[bool] = None,
+              side: Optional[str] = None) -> Plan:
+    """A mini-cluster trial of ``kind`` in ``config`` at a random point."""
+    stop = 0.0
+    after = 0.1
+    if config.lifecycle == "savepoint":
+        # Stopped early (the first job runs at SLOW_RATE); the failure comes after the resume.
+        stop, after = round(rng.uniform(0.08, 0.25), 2), 0.6
+    elif config.lifecycle == "fresh-on-used":
+        stop = round(rng.uniform(0.2, 0.6), 2)  # the earlier job is killed here
+    return Plan(name, kind, random_spec(rng, kind, tickets, pagers, reconcilable, side, after),
+                config=config, stop_fraction=stop)
+
+
 def plan_trials(rng: random.Random, count: int, tickets: int, short: bool,
-                cluster: bool, postgres: bool) -> list[Plan]:
+                cluster: bool, postgres: bool, kafka: bool = False) -> list[Plan]:
     """The trials: ``count`` mini-cluster ones (every kind in turn, random parameters; every
-    other ``unrecorded`` one on the reconcilable call), then the TaskManager kill and the
-    PostgreSQL restart when asked for."""
+    other ``unrecorded`` one on the reconcilable call), each in a configuration of
+    :func:`chaos.config.draw_configs` (SQLite, and PostgreSQL / Kafka when asked for), then
+    a PostgreSQL restart and TaskManager kills (``commit`` each and group) when asked for.
+
+    The short form: 4 trials, one per failure point 1-4, SQLite, configurations drawn from
+    every mode, concurrency, commit mode, retention, parallelism and life cycle."""
     pagers = pager_tickets(tickets)
+    backends = [b for b in BACKENDS if b == "sqlite" or (b == "postgres" and postgres)
+                or (b == "kafka" and kafka)]
     if short:
         first = rng.choice(("before-call", "after-call"))
         kinds = [first, "unrecorded", "snapshot", "notify", *MINI_KINDS][:count]
     else:
         kinds = [MINI_KINDS[i % len(MINI_KINDS)] for i in range(count)]
         rng.shuffle(kinds)
+    configs = draw_configs(rng, len(kinds), backends, LIFECYCLES, MODES)
     plans = []
     unrecorded = 0
-    for i, kind in enumerate(kinds, 1):
-        parallelism = 2 if not short and i % 3 == 0 else 1
+    for i, (kind, config) in enumerate(zip(kinds, configs), 1):
         reconcilable = None
         if kind == "unrecorded" and not short:
             reconcilable, unrecorded = unrecorded % 2 == 1, unrecorded + 1
         # The short form's notification is lost before pruning: the restore must prune.
         side = "before" if short and kind == "notify" else None
-        plans.append(Plan(f"t{i:02d}", kind,
-                          random_spec(rng, kind, tickets, pagers, reconcilable, side),
-                          parallelism=parallelism))
+        plans.append(mini_plan(rng, f"t{i:02d}", kind, config, tickets, pagers, reconcilable,
+                               side))
     if postgres:
-        plans.append(Plan(f"t{len(plans) + 1:02d}", "postgres-restart", store="postgres",
+        config = TrialConfig(mode="thread", max_in_flight=rng.choice((0, 8, 256)),
+                             commit=rng.choice(("each", "group")), backend="postgres",
+                             retention=rng.choice((1, 2)), parallelism=rng.choice((1, 2)))
+        plans.append(Plan(f"t{len(plans) + 1:02d}", "postgres-restart", config=config,
                           rate=SLOW_RATE, at_fraction=round(rng.uniform(0.15, 0.6), 2)))
     if cluster:
-        plans.append(Plan(f"t{len(plans) + 1:02d}", "taskmanager-kill",
-                          runtime="standalone cluster",
-                          store="postgres" if postgres else "sqlite", parallelism=2,
-                          rate=SLOW_RATE, at_fraction=round(rng.uniform(0.15, 0.6), 2)))
+        for commit in ("each", "group"):
+            config = TrialConfig(mode="thread", max_in_flight=rng.choice((0, 8, 256)),
+                                 commit=commit, retention=rng.choice((1, 2)), parallelism=2,
+                                 backend="postgres" if postgres else "sqlite")
+            plans.append(Plan(f"t{len(plans) + 1:02d}", "taskmanager-kill",
+                              runtime="standalone cluster", config=config, rate=SLOW_RATE,
+                              at_fraction=round(rng.uniform(0.15, 0.6), 2)))
     return plans
 
 

@@ -33,7 +33,7 @@ import shutil
 import sys
 import time
 import uuid
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from pyflink.common import Configuration, Encoder, Types, WatermarkStrategy
 from pyflink.datastream import (
@@ -249,6 +249,10 @@ class Variant:
         """More keyword arguments of the durable function (e.g. ``max_in_flight``)."""
         return {}
 
+    def ticket_generator(self) -> Callable[[int], str]:
+        """The n-th generated ticket (``input.generate``): :func:`generated_ticket`."""
+        return generated_ticket
+
 
 def build(env: StreamExecutionEnvironment, cfg: JobConfig, out_dir: str,
           fail_after: int, variant: Optional[Variant] = None) -> None:
@@ -269,11 +273,12 @@ def build(env: StreamExecutionEnvironment, cfg: JobConfig, out_dir: str,
                                 "ticket-files").uid("ticket-files")
     if cfg.generate and not cfg.kafka:
         pause = 1.0 / cfg.rate if cfg.rate else 0.0
+        ticket = variant.ticket_generator()
 
         def make(n: int) -> str:
             if pause:
                 time.sleep(pause)
-            return generated_ticket(int(n))
+            return ticket(int(n))
 
         gen = env.from_source(NumberSequenceSource(1, cfg.generate),
                               WatermarkStrategy.no_watermarks(), "generated-tickets") \

@@ -16,7 +16,8 @@ at everything, and it is checked relative to its value at the start.
 
 The contract is split by subject into modules (``records``, ``pruning``, ``lifecycle``,
 ``lineage``), each a mixin over :class:`~tests.store_contract.base.ContractBase`;
-:class:`StoreContract` combines them. A new subject gets its own module and is added to the bases below.
+:class:`StoreContract` combines them. A new subject gets its own module and is added to
+the bases below.
 """
 
 from __future__ import annotations
