@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.fae-installed-$(shell cat setup.py constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: help setup jar run kafka-broker demo test test-fast lint bench clean
+.PHONY: help setup jar run kafka-broker demo test test-fast lint bench mutate clean
 
 help:
 	@echo "make run       set up, then run the main job on the local mini-cluster"
@@ -15,6 +15,8 @@ help:
 	@echo "make test-fast unit tests only (no Flink job)"
 	@echo "make lint      ruff + mypy"
 	@echo "make bench     benchmarks, side by side; writes bench-results.json"
+	@echo "make mutate    mutation testing of the protocol core; writes mutation-results.json"
+	@echo "               (MUTATE_WORKERS=2 to test two mutants at once)"
 	@echo "make jar       build the bridge jar (done automatically at first use)"
 	@echo "make clean     remove build output (keeps the venv)"
 
@@ -61,8 +63,19 @@ test-fast: setup
 bench: jar
 	$(PY) -m bench.run_all
 
+# Mutation testing (scripts/mutate.py; modules and tests in [tool.mutmut] of pyproject.toml).
+# mutmut is pinned: scripts/mutate.py reads its result files.
+MUTMUT_VERSION := 3.8.1
+MUTATE_WORKERS ?= 1
+
+mutate: setup
+	@$(PY) -c "import importlib.metadata as m, sys; sys.exit(m.version('mutmut') != '$(MUTMUT_VERSION)')" \
+		2>/dev/null || $(PY) -m pip install -q "mutmut==$(MUTMUT_VERSION)"
+	$(PY) -m scripts.mutate --workers $(MUTATE_WORKERS)
+
 clean:
-	rm -rf flink_agents_ext/_build build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf flink_agents_ext/_build build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache \
+		mutants mutation-results.json
 
 # ---- cluster: a local standalone Flink cluster (scripts/cluster.sh; README "Running on a standalone Flink cluster")
 # make cluster-start cluster-submit cluster-checkpoints cluster-savepoint cluster-resume \

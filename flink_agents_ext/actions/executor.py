@@ -22,8 +22,18 @@ _loop_lock = threading.Lock()
 _loop: Optional[asyncio.AbstractEventLoop] = None
 
 
+async def _outcome(coro: Coroutine[Any, Any, T]) -> tuple[bool, Any]:
+    # A BaseException (SystemExit, KeyboardInterrupt) escaping a task stops the loop's
+    # thread: the caller would wait forever, and so would every later async action.
+    try:
+        return True, await coro
+    except BaseException as exc:
+        return False, exc
+
+
 def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` on the shared background event loop and wait for its result."""
+    """Run ``coro`` on the shared background event loop and wait for its result; what it
+    raises (a ``BaseException`` too) is raised here."""
     global _loop
     with _loop_lock:
         if _loop is None or _loop.is_closed():
@@ -31,7 +41,10 @@ def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
             threading.Thread(target=loop.run_forever, name="fae-async-actions",
                              daemon=True).start()
             _loop = loop
-    return asyncio.run_coroutine_threadsafe(coro, _loop).result()
+    ok, value = asyncio.run_coroutine_threadsafe(_outcome(coro), _loop).result()
+    if not ok:
+        raise value
+    return value
 
 
 class RunExecutor:
