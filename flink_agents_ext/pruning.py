@@ -140,4 +140,10 @@ class PrunePolicy:
             _log.warning("%s Continuing: re-execution is allowed.", message)
             self.store.set_prune_boundary(self.namespace, checkpoint_id, force=True)
         self._completed.clear()
-        return self.on_complete(checkpoint_id, payloads)
+        pruned = self.on_complete(checkpoint_id, payloads)
+        if self.retention == 1:
+            # Marks an earlier job of the lineage left with a higher retention: covered by
+            # the restored checkpoint, the only one that must stay restorable now.
+            pruned += self._prune(checkpoint_id,
+                                  self.store.take_prune_marks(self.namespace, checkpoint_id))
+        return pruned

@@ -177,3 +177,20 @@ def test_a_journal_of_another_input_is_not_replayed(db):
     with pytest.raises(ActionFailed, match="dies after the call"):
         d.process_element({"id": 3, "text": "third", "crash": True}, key="k")
     assert calls.made.count("third") == 1, "the journaled call was replayed"
+
+
+def test_a_lower_retention_after_a_resume_still_prunes_the_earlier_marks(db):
+    calls = Calls()
+    a = KeyedFunctionHarness(fn(db, calls, retention=3), job_id="job-a")
+    for n in range(3):
+        a.process_element(item(n), key=f"k{n}")
+        savepoint = a.snapshot()
+        a.notify_complete(savepoint.checkpoint_id)  # marks wait: retention 3
+    a.close()
+    b = a.restore(savepoint, fn(db, calls, retention=1), job_id="job-b")
+    with SQLiteStore(db) as store:
+        assert store.size(NS) == 0, "the marks of retention 3 leaked"
+    b.process_element(item(3), key="k0")
+    b.notify_complete(b.snapshot().checkpoint_id)
+    with SQLiteStore(db) as store:
+        assert store.size(NS) == 0
