@@ -6,12 +6,17 @@ exactly-once FileSink under ``<out>/sink`` (or, with ``--sink writer``, to plain
 
 Options inject a failure inside an action after its durable call (``--fail-at I``: element
 ``I``, first attempt only), stop the job with a savepoint after ``--stop-after`` ledger
-lines (prints ``SAVEPOINT <path>``), or resume from ``--from-savepoint``.
+lines (prints ``SAVEPOINT <path>``), or resume from ``--from-savepoint`` (a savepoint or a
+retained checkpoint). ``--cancel-after-lines L`` / ``--cancel-after-checkpoints N`` cancel
+the job (no savepoint) after ``L`` ledger lines or ``N`` completed checkpoints and print
+the retained checkpoints (``CHECKPOINT <path>``, oldest first; ``--checkpoint-dir`` keeps
+them on cancellation); ``--offset`` shifts the element numbers (other inputs, same keys).
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import sys
@@ -134,6 +139,12 @@ def main() -> None:
     p.add_argument("--from-savepoint", default="")
     p.add_argument("--max-in-flight", type=int, default=0)
     p.add_argument("--call-ms", type=float, default=0.0, help="duration of each durable call")
+    p.add_argument("--retention", type=int, default=1,
+                   help="the function's retention and Flink's retained checkpoints")
+    p.add_argument("--checkpoint-dir", default="", help="retained on cancellation")
+    p.add_argument("--cancel-after-lines", type=int, default=0)
+    p.add_argument("--cancel-after-checkpoints", type=int, default=0)
+    p.add_argument("--offset", type=int, default=0, help="added to every element number")
     args = p.parse_args()
     if not args.db and not args.store:
         p.error("--db or --store is required")
@@ -147,16 +158,21 @@ def main() -> None:
     conf.set_string("python.fn-execution.bundle.time", "100")
     if args.from_savepoint:
         conf.set_string("execution.savepoint.path", args.from_savepoint)
+    conf.set_string("state.checkpoints.num-retained", str(args.retention))
+    if args.checkpoint_dir:
+        conf.set_string("execution.checkpointing.dir", "file://" + args.checkpoint_dir)
+        conf.set_string("execution.checkpointing.externalized-checkpoint-retention",
+                        "RETAIN_ON_CANCELLATION")
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     configure_environment(env, args.mode)
     env.set_parallelism(args.parallelism)
     env.enable_checkpointing(args.interval)
-    keys, delay = args.keys, args.delay
+    keys, delay, offset = args.keys, args.delay, args.offset
 
     def to_pair(i: int) -> tuple:
         if delay:
             time.sleep(delay)
-        return (f"k{i % keys}", i)
+        return (f"k{i % keys}", i + offset)
 
     src = env.from_source(NumberSequenceSource(0, args.n - 1),
                           WatermarkStrategy.no_watermarks(), "numbers").uid("numbers")
@@ -164,6 +180,7 @@ def main() -> None:
     store = json.loads(args.store) if args.store else {"backend": "sqlite", "path": args.db}
     fn = ProbeFunction(build_agent(args.out, args.fail_at), store, args.namespace,
                        on_action_error="fail", max_in_flight=args.max_in_flight,
+                       retention=args.retention,
                        out_dir=args.out, call_seconds=args.call_ms / 1000)
     out = process_with_checkpoints(pairs.key_by(lambda t: t[0], key_type=Types.STRING()), fn,
                                    Types.STRING(), name="agent", uid="agent")
@@ -173,6 +190,9 @@ def main() -> None:
     else:
         out.map(Writer(args.out), output_type=Types.STRING()).uid("writer")
 
+    if args.cancel_after_lines or args.cancel_after_checkpoints:
+        cancel(env.execute_async("durable-probe"), args)
+        return
     if not args.stop_after:
         env.execute("durable-probe")
         return
@@ -185,6 +205,36 @@ def main() -> None:
         time.sleep(0.05)
     path = stop_with_savepoint(client, "file://" + os.path.join(args.out, "savepoints"))
     print(f"SAVEPOINT {path}", flush=True)
+    sys.exit(0)
+
+
+def completed_checkpoints(checkpoint_dir: str) -> list[str]:
+    """The completed checkpoints in ``checkpoint_dir`` (any job), oldest first."""
+    found = [os.path.dirname(path) for path in
+             glob.glob(os.path.join(checkpoint_dir, "*", "chk-*", "_metadata"))]
+    return sorted(found, key=lambda path: int(path.rsplit("-", 1)[1]))
+
+
+def cancel(client: Any, args: argparse.Namespace) -> None:
+    """Cancel the job after ``--cancel-after-lines`` ledger lines or
+    ``--cancel-after-checkpoints`` completed checkpoints; print the retained ones."""
+    ledger = os.path.join(args.out, "ledger.jsonl")
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if args.cancel_after_lines and os.path.exists(ledger) \
+                and sum(1 for _ in open(ledger)) >= args.cancel_after_lines:
+            break
+        if args.cancel_after_checkpoints and args.checkpoint_dir:
+            done = completed_checkpoints(args.checkpoint_dir)
+            if done and int(done[-1].rsplit("-", 1)[1]) >= args.cancel_after_checkpoints:
+                break
+        time.sleep(0.02)
+    else:
+        raise SystemExit("the job did not reach the cancel point in 180 s")
+    client.cancel().result()
+    if args.checkpoint_dir:
+        for path in completed_checkpoints(args.checkpoint_dir):
+            print(f"CHECKPOINT {path}", flush=True)
     sys.exit(0)
 
 
