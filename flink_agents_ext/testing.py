@@ -15,7 +15,12 @@ keyed state and metrics::
 
 Keyed state lives in the harness (``ValueState``, ``ListState``, ``MapState`` are
 supported); the checkpoint callbacks go through the same
-:class:`~flink_agents_ext.checkpoint.bridge.CheckpointBridge` as on a cluster. Keys are
+:class:`~flink_agents_ext.checkpoint.bridge.CheckpointBridge` as on a cluster. Work a function
+finishes off the task thread comes back as in the Java operators
+(:mod:`~flink_agents_ext.checkpoint.completions`): when processing time advances past the next
+collection (every ``completion_interval_ms``), each finished key's ``on_timer`` fires with
+that key current; after a restore, each key holding a ``RESUME_TIMER`` event-time timer fires
+once at the first collection. Keys are
 told apart as Flink tells them apart, by value *and type*: ``1``, ``1.0``, ``True``,
 ``"1"``, ``(1,)`` and ``b"1"`` are six keys with six sets of state and timers (Python's
 ``1 == 1.0 == True`` does not merge them), while ``get_current_key()`` returns the object
@@ -33,6 +38,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, cast
 from pyflink.datastream import OutputTag, TimeDomain
 
 from flink_agents_ext.checkpoint.bridge import CheckpointBridge
+from flink_agents_ext.checkpoint.completions import RESUME_TIMER
 from flink_agents_ext.checkpoint.function import CheckpointedKeyedProcessFunction
 from flink_agents_ext.checkpoint.timeline import JobTimeline
 from flink_agents_ext.keys import KeyEncodingError, encode_key
@@ -296,7 +302,11 @@ class KeyedFunctionHarness:
         self.side_outputs: dict[str, list[Any]] = {}
         self.metrics = FakeMetricGroup()
         self.processing_time = 0
-        self.bridge = CheckpointBridge(function, self._walk_changed_keys)
+        self.bridge = CheckpointBridge(function, self._walk_changed_keys,
+                                       lambda: self._state.current)
+        self._completion_interval_ms = function.completion_interval_ms()
+        self._next_drain = 0
+        self._resume: list[_FlinkKey] = []
         self.timeline = timeline or JobTimeline.fresh(job_id, attempt)
         if open_function:
             function.open(cast(Any, _RuntimeContext(self)))
@@ -337,21 +347,42 @@ class KeyedFunctionHarness:
             self._timers.discard((ts, key))
             self._set_current(key)
             emitted += self._collect(self.function.on_timer(ts, cast(Any, _Context(self))))
+        if self._completion_interval_ms and timestamp >= self._next_drain:
+            self._next_drain = timestamp + self._completion_interval_ms
+            emitted += self._drain_completions(timestamp)
         return emitted
+
+    def _drain_completions(self, timestamp: int) -> list[Any]:
+        """The operators' non-keyed callback: fire the resumed and the finished keys."""
+        emitted: list[Any] = []
+        resume, self._resume = self._resume, []
+        for key in [*resume, *self.bridge.take_completions()]:
+            self._set_current(key)
+            emitted += self._collect(self.function.on_timer(timestamp,
+                                                            cast(Any, _Context(self))))
+        return emitted
+
+    @property
+    def work_outstanding(self) -> bool:
+        """Whether work started off the task thread is not yet handed back (or a key is
+        still to resume after a restore)."""
+        return bool(self._resume) or self.bridge.completions.outstanding > 0
 
     def run_until_idle(self, timeout_s: float = 30.0, step_ms: int = 5) -> list[Any]:
         """Advance processing time in steps (sleeping as much in real time) until no
-        processing-time timer is left, e.g. until every run in flight was applied; return
-        what the timers emitted.
+        processing-time timer is left and no work is outstanding
+        (:attr:`work_outstanding`), e.g. until every run in flight was applied; return what
+        the timers emitted.
 
         Raises:
-            TimeoutError: timers were still pending after ``timeout_s``.
+            TimeoutError: timers or work were still pending after ``timeout_s``.
         """
         deadline = time.monotonic() + timeout_s
         emitted: list[Any] = []
-        while self._timers:
+        while self._timers or self.work_outstanding:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"{len(self._timers)} timers still pending")
+                raise TimeoutError(f"{len(self._timers)} timers still pending, work "
+                                   f"outstanding: {self.work_outstanding}")
             time.sleep(step_ms / 1000)
             emitted += self.advance_processing_time(self.processing_time + step_ms)
         return emitted
@@ -409,6 +440,9 @@ class KeyedFunctionHarness:
         # Timers are part of a checkpoint; overdue ones fire as soon as time advances.
         restored._timers = set(snapshot.timers)
         restored._event_timers = set(snapshot.event_timers)
+        if restored._completion_interval_ms:
+            restored._resume = sorted({k for ts, k in restored._event_timers
+                                       if ts == RESUME_TIMER}, key=lambda k: repr(k.identity))
         restored.processing_time = self.processing_time
         restored.bridge.restore(snapshot.checkpoint_id, [snapshot.ledger])
         return restored

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from flink_agents_ext.actions import INPUT, ActionContext, Agent, DurableAgentFunction
+from flink_agents_ext.checkpoint.completions import RESUME_TIMER
 from flink_agents_ext.keys import encode_key
 from flink_agents_ext.store import RecordId, SQLiteStore
 from flink_agents_ext.testing import KeyedFunctionHarness
@@ -243,3 +244,67 @@ def test_async_actions_await_durable_calls_and_replay(tmp_path: Path) -> None:
         h2.process_element(text, key=f"k{i}")
     assert sorted(h2.end_input()) == out
     assert len(calls) == len(inputs)
+
+
+@pytest.mark.timeout(60)
+def test_runs_in_flight_hold_no_timer_per_key(tmp_path: Path) -> None:
+    """Completions are pushed: a key with a run in flight holds no processing-time timer,
+    only its end-of-input timer, which goes once the key is idle."""
+    gate, db = Gate(), tmp_path / "a.db"
+    h = KeyedFunctionHarness(make(db, gate.agent(), max_in_flight=64))
+    keys = [f"k{i}" for i in range(50)]
+    for key in keys:
+        h.process_element("x", key=key)
+    h.advance_processing_time(h.processing_time + 100)
+    assert h._timers == set(), "a processing-time timer per key while runs execute"
+    assert {(ts, k.key) for ts, k in h._event_timers} == {(RESUME_TIMER, k) for k in keys}
+    assert h.work_outstanding
+    for key in keys:
+        gate.open[key].set()
+    h.run_until_idle()
+    assert sorted(h.outputs) == sorted(f"{k}-0" for k in keys)
+    assert h._event_timers == set() and not h.work_outstanding
+
+
+@pytest.mark.timeout(60)
+def test_restore_resumes_runs_in_flight_before_end_of_input(tmp_path: Path) -> None:
+    """After a restore the operator fires each key holding a resume timer (no end of input
+    needed): the runs in flight at the checkpoint resume and complete."""
+    gate, db = Gate(), tmp_path / "a.db"
+    h = KeyedFunctionHarness(make(db, gate.agent(), max_in_flight=4))
+    h.process_element("a1", key="a")
+    h.process_element("a2", key="a")
+    h.process_element("b1", key="b")
+    snap = h.snapshot()
+    fresh = Gate()
+    for key in ("a", "b"):
+        fresh.open[key].set()
+    h2 = h.restore(snap, make(db, fresh.agent(), max_in_flight=4))
+    assert sorted(h2.run_until_idle()) == ["a-0", "a-1", "b-0"]
+    assert h2._event_timers == set()
+    for event in gate.open.values():
+        event.set()
+
+
+@pytest.mark.timeout(60)
+def test_async_runs_hold_no_thread_while_they_await(tmp_path: Path) -> None:
+    import asyncio
+
+    agent = Agent("async-many")
+    release = threading.Event()
+
+    @agent.action(on=INPUT)
+    async def ask(event: int, ctx: ActionContext) -> None:
+        while not release.is_set():
+            await asyncio.sleep(0.01)
+        ctx.emit(event)
+
+    h = KeyedFunctionHarness(make(tmp_path / "a.db", agent, max_in_flight=300))
+    before = threading.active_count()
+    for i in range(300):
+        h.process_element(i, key=f"k{i}")
+    assert h.function.runs.executor.in_flight == 300  # type: ignore[attr-defined]
+    assert threading.active_count() - before <= 2, "a thread per awaiting run"
+    release.set()
+    h.run_until_idle()
+    assert sorted(h.outputs) == list(range(300))

@@ -42,7 +42,7 @@ def test_signal_codes_match(java_constants: dict[str, object]) -> None:
     python = {k: getattr(_process_mode, k) for k in dir(_process_mode)
               if k.startswith("SIGNAL_")}
     assert java == python
-    assert len(java) == 5 and len(set(java.values())) == 5  # distinct codes
+    assert len(java) == 6 and len(set(java.values())) == 6  # distinct codes
     assert min(java.values()) > 1  # PyFlink's own timer types are 0 and 1
 
 

@@ -114,6 +114,12 @@ class Agent:
         """Every action, in declaration order."""
         return list(self._actions.values())
 
+    @property
+    def is_async(self) -> bool:
+        """Whether every action is ``async def``: a run with runs in flight then executes on
+        the subtask's event loop, holding no thread while it awaits."""
+        return bool(self._actions) and all(a.is_async for a in self._actions.values())
+
     def validate(self) -> None:
         """Check the agent can run: at least one action reacts to the input."""
         if not self._by_event.get(INPUT):

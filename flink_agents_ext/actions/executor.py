@@ -4,7 +4,10 @@ The task thread submits a run and goes on; a worker thread executes it (actions 
 durable calls, recorded in the store as they complete); the task thread later applies the
 result in the key's context. :class:`RunExecutor` bounds the runs executing at once
 (``max_in_flight``): :meth:`RunExecutor.submit` blocks while the bound is reached, which is
-the function's backpressure. Async actions (``async def``) run on one shared event loop.
+the function's backpressure. A run of an agent whose actions are all ``async def`` is a
+coroutine on the executor's own event loop (:meth:`RunExecutor.submit_async`): it holds no
+thread while it awaits. Elsewhere, ``async def`` actions run on one shared event loop while
+their thread waits (:func:`run_coroutine`).
 """
 
 from __future__ import annotations
@@ -37,18 +40,32 @@ def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
     global _loop
     with _loop_lock:
         if _loop is None or _loop.is_closed():
-            loop = asyncio.new_event_loop()
-            threading.Thread(target=loop.run_forever, name="fae-async-actions",
-                             daemon=True).start()
-            _loop = loop
+            _loop = _start_loop("fae-async-actions")
     ok, value = asyncio.run_coroutine_threadsafe(_outcome(coro), _loop).result()
     if not ok:
         raise value
     return value
 
 
+async def _guarded(coro: Coroutine[Any, Any, T]) -> T:
+    # As in _outcome: a BaseException must not escape a task and stop the loop's thread.
+    try:
+        return await coro
+    except Exception:
+        raise
+    except BaseException as exc:
+        raise RuntimeError(f"an async run raised {type(exc).__name__}: {exc}") from exc
+
+
+def _start_loop(name: str) -> asyncio.AbstractEventLoop:
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, name=name, daemon=True).start()
+    return loop
+
+
 class RunExecutor:
-    """A thread pool that executes at most ``max_in_flight`` runs at once."""
+    """Executes at most ``max_in_flight`` runs at once: sync runs on a pool of up to as many
+    threads, coroutine runs on one event loop thread (both created when first needed)."""
 
     def __init__(self, max_in_flight: int) -> None:
         if max_in_flight < 1:
@@ -60,6 +77,7 @@ class RunExecutor:
         self._in_flight = 0
         self._lock = threading.Lock()
         self._futures: set[Future[Any]] = set()
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
 
     @property
     def in_flight(self) -> int:
@@ -68,11 +86,23 @@ class RunExecutor:
 
     def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         """Start ``fn(*args)`` on a worker; blocks while ``max_in_flight`` runs execute."""
+        return self._started(lambda: self._pool.submit(fn, *args))
+
+    def submit_async(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> Future[T]:
+        """Start the coroutine ``fn(*args)`` on the executor's event loop; blocks while
+        ``max_in_flight`` runs execute."""
+        def start() -> Future[T]:
+            if self._loop is None:
+                self._loop = _start_loop("fae-async-runs")
+            return asyncio.run_coroutine_threadsafe(_guarded(fn(*args)), self._loop)
+        return self._started(start)
+
+    def _started(self, start: Callable[[], Future[T]]) -> Future[T]:
         self._slots.acquire()
         with self._lock:
             self._in_flight += 1
         try:
-            future = self._pool.submit(fn, *args)
+            future = start()
         except BaseException:
             self._release(None)
             raise
@@ -96,6 +126,10 @@ class RunExecutor:
             running = list(self._futures)
         self._pool.shutdown(wait=False, cancel_futures=True)
         _, not_done = wait(running, timeout=timeout_s)
+        if self._loop is not None:
+            for future in not_done:
+                future.cancel()  # a coroutine run: cancelled on its loop
+            self._loop.call_soon_threadsafe(self._loop.stop)
         if not_done:
             _log.warning("%d runs still executing %.0fs after close; they finish in the "
                          "background", len(not_done), timeout_s)

@@ -13,6 +13,7 @@ from flink_agents_ext.actions.dead_letters import DEAD_LETTER_TAG, dead_letter
 from flink_agents_ext.actions.metrics import RunMetrics
 from flink_agents_ext.actions.modes import InlineRuns, RunEnv, RunMode
 from flink_agents_ext.actions.runner import DEFAULT_MAX_ACTIONS_PER_RUN
+from flink_agents_ext.checkpoint.completions import Completions
 from flink_agents_ext.checkpoint.function import CheckpointedKeyedProcessFunction, SnapshotContext
 from flink_agents_ext.checkpoint.ledger import CheckpointPayload
 from flink_agents_ext.checkpoint.timeline import JobTimeline
@@ -87,14 +88,18 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
             encoded is dead-lettered too, without a run.
         max_actions_per_run: bound on actions in one run.
         max_in_flight: ``0`` (default): each run executes inline in ``process_element``.
-            ``n > 0``: runs execute on a pool of ``n`` worker threads, so the slow calls of
+            ``n > 0``: up to ``n`` runs execute off the task thread, so the slow calls of
             up to ``n`` keys overlap; a key's runs still execute one at a time in input
-            order (later inputs wait in the key's queue in keyed state); results are
-            applied and emitted by the key's timer; ``process_element`` blocks while ``n``
-            runs execute (backpressure). Runs in flight at a checkpoint are part of it (the
-            queue is keyed state) and resume after a restore; a bounded input's end waits
-            for them.
-        poll_interval_ms: how often a key's timer checks its run in flight.
+            order (later inputs wait in the key's queue in keyed state); a finished run is
+            applied and emitted on the task thread, collected with every other finished run
+            by one operator callback (no timer per key while its run executes);
+            ``process_element`` blocks while ``n`` runs execute (backpressure). An agent
+            whose actions are all ``async def`` runs them as coroutines on one event loop per
+            subtask (no thread per run); other agents on a pool of ``n`` threads. Runs in
+            flight at a checkpoint are part of it (the queue is keyed state) and resume
+            after a restore; a bounded input's end waits for them.
+        poll_interval_ms: how often finished runs are collected and applied (one callback
+            per subtask, whatever the number of runs in flight).
         close_timeout_s: on close (also after a failure), how long to wait for runs still
             executing, so that they do not overlap the restarted attempt's replay. A run
             still executing after it is fenced: its later store writes fail
@@ -150,6 +155,19 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
         self.allow_no_checkpointing = allow_no_checkpointing
         # stats() of an instance never opened (e.g. the client's copy): zeros.
         self._metrics = RunMetrics()
+        self._completions: Optional[Completions] = None
+
+    def completion_interval_ms(self) -> Optional[int]:
+        """``poll_interval_ms`` with runs in flight (``max_in_flight > 0``), else ``None``."""
+        return self.poll_interval_ms if self.max_in_flight else None
+
+    def bind_completions(self, completions: Completions) -> None:
+        """Where the runs in flight hand their keys back when they finish (thread mode binds
+        after ``open``, process mode before)."""
+        self._completions = completions
+        runs = getattr(self, "runs", None)
+        if isinstance(runs, ConcurrentRuns):
+            runs.completions = completions
 
     # -- lifecycle -----------------------------------------------------------------------
     def open(self, runtime_context: Any) -> None:
@@ -167,7 +185,7 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
                      self.max_actions_per_run, self.on_action_error, self._metrics,
                      self._dead_letter)
         self.runs: RunMode = (
-            ConcurrentRuns(env, runtime_context, self.max_in_flight, self.poll_interval_ms)
+            ConcurrentRuns(env, runtime_context, self.max_in_flight, self._completions)
             if self.max_in_flight else InlineRuns(env, runtime_context))
         self.lineage = LineageGuard(self.store, self.namespace, self.on_foreign_lineage,
                                     self.allow_reexecution)

@@ -22,7 +22,12 @@ from pyflink.datastream.state import ValueStateDescriptor
 
 from flink_agents_ext.actions.agent import Agent
 from flink_agents_ext.actions.metrics import RunMetrics
-from flink_agents_ext.actions.runner import ActionFailed, RunResult, execute_run
+from flink_agents_ext.actions.runner import (
+    ActionFailed,
+    RunResult,
+    execute_run,
+    execute_run_async,
+)
 from flink_agents_ext.serde import Serializer
 from flink_agents_ext.store import ActionStateStore
 
@@ -67,6 +72,17 @@ class RunEnv:
         return execute_run(self.agent, self.store, self.serializer, self.namespace, key,
                            key_enc, seq, value, memory, self.max_actions,
                            self._maybe_recorded(key_enc, seq))
+
+    async def execute_async(self, key: Any, key_enc: str, seq: int, value: Any,
+                            memory: dict[str, Any]) -> RunResult:
+        """:meth:`execute` as a coroutine, for an agent whose actions are all ``async def``.
+
+        Raises:
+            ActionFailed: see :func:`execute_run`.
+        """
+        return await execute_run_async(self.agent, self.store, self.serializer,
+                                       self.namespace, key, key_enc, seq, value, memory,
+                                       self.max_actions, self._maybe_recorded(key_enc, seq))
 
     def _maybe_recorded(self, key_enc: str, seq: int) -> bool:
         if not self._recorded:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Generator, NamedTuple, Optional
 
 from flink_agents_ext.actions.agent import INPUT, Action, Agent, Event
 from flink_agents_ext.actions.context import (
@@ -72,12 +72,26 @@ class RunResult:
     calls: CallStats = field(default_factory=CallStats)
 
 
+class _Invoke(NamedTuple):
+    """One action invocation the driver performs: ``action.fn(payload, ctx)``."""
+
+    action: Action
+    payload: Any
+    ctx: ActionContext
+
+
+#: A run's steps: yields the invocations, gets each one's outcome (``None``, or its
+#: exception thrown in), returns the run's result.
+_Steps = Generator[_Invoke, None, RunResult]
+
+
 def execute_run(agent: Agent, store: ActionStateStore, serializer: Serializer, namespace: str,
                 key: Any, key_enc: str, seq: int, value: Any,
                 memory: dict[str, Any] | Callable[[], dict[str, Any]],
                 max_actions: int = DEFAULT_MAX_ACTIONS_PER_RUN,
                 maybe_recorded: bool = True) -> RunResult:
-    """Run (or replay) run ``seq`` of ``key`` for input ``value``.
+    """Run (or replay) run ``seq`` of ``key`` for input ``value``, on this thread
+    (``async def`` actions on the shared event loop, this thread waiting).
 
     Completed actions found in the store are not run again: their recorded outputs and
     events are re-emitted and their memory updates re-applied. Other actions run, and each
@@ -98,6 +112,69 @@ def execute_run(agent: Agent, store: ActionStateStore, serializer: Serializer, n
         ActionFailed: an action raised, or its effects could not be recorded, or an event
             had no action, or the run exceeded ``max_actions``.
     """
+    steps = _run_steps(agent, store, serializer, namespace, key, key_enc, seq, value, memory,
+                       max_actions, maybe_recorded)
+    step = _advance(steps, None)
+    while isinstance(step, _Invoke):
+        step = _advance(steps, _invoke(step))
+    return step
+
+
+async def execute_run_async(agent: Agent, store: ActionStateStore, serializer: Serializer,
+                            namespace: str, key: Any, key_enc: str, seq: int, value: Any,
+                            memory: dict[str, Any] | Callable[[], dict[str, Any]],
+                            max_actions: int = DEFAULT_MAX_ACTIONS_PER_RUN,
+                            maybe_recorded: bool = True) -> RunResult:
+    """:func:`execute_run` as a coroutine, for an agent whose actions are all ``async def``
+    (:attr:`Agent.is_async`): it holds no thread while its actions await. The store is
+    called on the event loop's thread.
+
+    Raises:
+        ActionFailed: see :func:`execute_run`.
+    """
+    steps = _run_steps(agent, store, serializer, namespace, key, key_enc, seq, value, memory,
+                       max_actions, maybe_recorded)
+    step = _advance(steps, None)
+    while isinstance(step, _Invoke):
+        step = _advance(steps, await _invoke_async(step))
+    return step
+
+
+def _advance(steps: _Steps, error: Optional[Exception]) -> _Invoke | RunResult:
+    """The run's next invocation, given the last one's exception (if any); or its result."""
+    try:
+        return steps.throw(error) if error is not None else steps.send(None)
+    except StopIteration as stop:
+        result: RunResult = stop.value
+        return result
+
+
+def _invoke(step: _Invoke) -> Optional[Exception]:
+    """Perform ``step`` on this thread; its exception, if it raised one."""
+    try:
+        if step.action.is_async:
+            run_coroutine(step.action.fn(step.payload, step.ctx))
+        else:
+            step.action.fn(step.payload, step.ctx)
+    except Exception as exc:
+        return exc
+    return None
+
+
+async def _invoke_async(step: _Invoke) -> Optional[Exception]:
+    """Await the ``async def`` action of ``step``; its exception, if it raised one."""
+    try:
+        await step.action.fn(step.payload, step.ctx)
+    except Exception as exc:
+        return exc
+    return None
+
+
+def _run_steps(agent: Agent, store: ActionStateStore, serializer: Serializer, namespace: str,
+               key: Any, key_enc: str, seq: int, value: Any,
+               memory: dict[str, Any] | Callable[[], dict[str, Any]],
+               max_actions: int, maybe_recorded: bool) -> _Steps:
+    """The run, one yielded invocation per action that is not replayed."""
     result = RunResult(seq=seq)
     run_memory = _RunMemory(memory)
     recorded = ({(r.id.action, r.id.occurrence): r
@@ -137,7 +214,7 @@ def execute_run(agent: Agent, store: ActionStateStore, serializer: Serializer, n
                 updates = serializer.loads(record.memory_updates)
                 result.actions_replayed += 1
             else:
-                outputs, events, updates = _run_action(
+                outputs, events, updates = yield from _run_action(
                     action, event, key, record_id, result, run_memory, store, serializer,
                     maybe_recorded and not stale, record is None, event_data, stale)
                 result.actions_run += 1
@@ -208,7 +285,7 @@ def _run_action(action: Action, event: Event, key: Any, record_id: RecordId,
                 result: RunResult, run_memory: _RunMemory, store: ActionStateStore,
                 serializer: Serializer, maybe_recorded: bool, unrecorded: bool,
                 event_data: Optional[bytes], stale: bool
-                ) -> tuple[list[Any], list[tuple[str, Any]], dict]:
+                ) -> Generator[_Invoke, None, tuple[list[Any], list[tuple[str, Any]], dict]]:
     """Run one action (``unrecorded``: it has no record yet, so its first journal entry
     goes with a started record; ``stale``: its records are of another event: removed)."""
     name = action.name
@@ -224,10 +301,7 @@ def _run_action(action: Action, event: Event, key: Any, record_id: RecordId,
     ctx = ActionContext(key, record_id, event.type, view, store, serializer, journal,
                         result.calls, started)
     try:
-        if action.is_async:
-            run_coroutine(action.fn(event.payload, ctx))
-        else:
-            action.fn(event.payload, ctx)
+        yield _Invoke(action, event.payload, ctx)
     except RetryableActionError:
         raise
     except Exception as exc:

@@ -17,6 +17,8 @@ function while PyFlink's ``StatefulOperation`` that will own it is being built, 
   ``66``        checkpoint id    checkpoint aborted
   ``67``        checkpoint id    restore; the namespace field holds the stored ledgers
   ``68``        (unused)         job timeline; the namespace field holds its wire form
+  ``69``        (unused)         drain completions: fire a processing-time timer per
+                                 finished key (see :mod:`.completions`)
   ============  ===============  =====================================================
 
 * returns the ledger of each snapshot to Java through PyFlink's operator-state channel: it puts
@@ -33,6 +35,7 @@ import functools
 import logging
 import struct
 import sys
+import time
 from types import FrameType
 from typing import Any, Callable, Iterable, Iterator, Optional
 
@@ -48,6 +51,7 @@ SIGNAL_COMPLETE = 65
 SIGNAL_ABORT = 66
 SIGNAL_RESTORE = 67
 SIGNAL_TIMELINE = 68
+SIGNAL_DRAIN = 69
 
 #: Broadcast state that carries a snapshot's ledger to Java (Java adds PyFlink's prefix).
 RETURN_STATE_NAME = "flink-agents-ext.ledger-return"
@@ -57,6 +61,7 @@ _RETURN_KEY = "ledger"
 # is [timer type, watermark, timestamp, [key], namespace bytes].
 _ELEMENT_DATA, _DATA_KEY = 2, 0
 _TIMER_TYPE, _TIMER_TIMESTAMP, _TIMER_KEY, _TIMER_NAMESPACE = 0, 2, 3, 4
+_PROCESSING_TIME = 1  # PyFlink's TimerType.PROCESSING_TIME
 
 
 def load_function(payload: bytes) -> CheckpointedKeyedProcessFunction:
@@ -144,7 +149,8 @@ class ProcessModeBridge:
         )
         self._changed: dict[Any, None] = {}  # insertion-ordered set of hashable user keys
         self._changed_unhashable: list[Any] = []
-        self.bridge = CheckpointBridge(function, self._take_changed_keys)
+        self.bridge = CheckpointBridge(function, self._take_changed_keys,
+                                       self._keyed_state_backend.get_current_key)
         operation.process_element = self.process_element
         operation.process_timer = self.process_timer
 
@@ -161,8 +167,22 @@ class ProcessModeBridge:
         if code < SIGNAL_SNAPSHOT:
             self._record(timer_data[_TIMER_KEY][0])
             return self._process_timer(timer_data)
+        if code == SIGNAL_DRAIN:
+            return self._drain()
         self._handle_signal(code, timer_data[_TIMER_TIMESTAMP], timer_data[_TIMER_NAMESPACE])
         return ()
+
+    def _drain(self) -> Iterator[Any]:
+        """Fire a processing-time timer (now) for each key whose work finished, through
+        PyFlink's own timer path: the key is current, outputs are emitted as a timer's."""
+        handles = self.bridge.take_completions()
+        if not handles:
+            return
+        now = int(time.time() * 1000)
+        watermark = self._operation.internal_timer_service.current_watermark()
+        for state_key in handles:
+            self._record(state_key[0])
+            yield from self._process_timer([_PROCESSING_TIME, watermark, now, state_key, None])
 
     # -- signals ---------------------------------------------------------------------------
 

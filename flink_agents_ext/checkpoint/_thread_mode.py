@@ -7,7 +7,9 @@ operator's own embedded interpreter::
 
 and then calls ``_fae_bridge.snapshot/complete/abort/restore``. The Java operator records
 the keys of processed elements and timers; ``changed_keys`` walks them by calling
-``advanceChangedKey()`` on the operator, which makes the next one the current key.
+``advanceChangedKey()`` on the operator, which makes the next one the current key. A key
+handle for :mod:`~flink_agents_ext.checkpoint.completions` is a number from the operator's
+``keyHandle()``: the operator maps it back to the key when it fires the completion.
 """
 
 from __future__ import annotations
@@ -58,4 +60,4 @@ def attach(operation: Any, j_operator: Any) -> CheckpointBridge:
         while j_operator.advanceChangedKey():
             yield context.get_current_key()
 
-    return CheckpointBridge(function, changed_keys)
+    return CheckpointBridge(function, changed_keys, j_operator.keyHandle)

@@ -13,6 +13,7 @@ import logging
 import time
 from typing import Any, Callable, Iterable, Iterator, Optional
 
+from flink_agents_ext.checkpoint.completions import Completions
 from flink_agents_ext.checkpoint.function import CheckpointedKeyedProcessFunction, SnapshotContext
 from flink_agents_ext.checkpoint.ledger import PayloadLedger
 from flink_agents_ext.checkpoint.timeline import JobTimeline
@@ -27,18 +28,23 @@ class CheckpointBridge:
         function: the user function.
         changed_keys: returns an iterator over the keys changed since the previous snapshot,
             making each the current key while the iterator stands on it, and forgets them.
+        key_handle: the current key's handle for :class:`Completions` (default: the
+            function cannot hand work back; see :mod:`.completions`).
     """
 
     def __init__(
         self,
         function: CheckpointedKeyedProcessFunction,
         changed_keys: Callable[[], Iterator[Any]],
+        key_handle: Optional[Callable[[], Any]] = None,
     ) -> None:
         self.function = function
         self._changed_keys = changed_keys
         self.ledger = PayloadLedger()
         self.restored_from: Optional[int] = None
         self.timeline: Optional[JobTimeline] = None
+        self.completions = Completions(key_handle or _no_key_handle)
+        function.bind_completions(self.completions)
 
     def open_timeline(self, timeline: JobTimeline | str | bytes) -> None:
         """Hand the subtask's job timeline (or its wire form) to the function, once."""
@@ -51,6 +57,11 @@ class CheckpointBridge:
                   f"checkpoint {timeline.restored_checkpoint_id} of job "
                   f"{timeline.restored_checkpoint_job_id}")
         self.function.open_timeline(timeline)
+
+    def take_completions(self) -> tuple[Any, ...]:
+        """The handles of the keys whose work finished since the last call (a tuple: pemja
+        hands it to Java as ``Object[]``)."""
+        return tuple(self.completions.take())
 
     def snapshot(self, checkpoint_id: int) -> bytes:
         """Run the snapshot callback for ``checkpoint_id``; return the ledger to store."""
@@ -93,3 +104,7 @@ class CheckpointBridge:
         _log.info("restored from checkpoint %d: %d unconfirmed payloads",
                   checkpoint_id, len(payloads))
         self.function.restore_state(checkpoint_id, payloads)
+
+
+def _no_key_handle() -> Any:
+    raise RuntimeError("this operator gives its function no key handles for completions")

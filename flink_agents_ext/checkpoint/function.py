@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from abc import ABC
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from pyflink.datastream.functions import KeyedProcessFunction
 
+from flink_agents_ext.checkpoint.completions import Completions
 from flink_agents_ext.checkpoint.ledger import CheckpointPayload
 from flink_agents_ext.checkpoint.timeline import JobTimeline
 
@@ -83,6 +84,16 @@ class CheckpointedKeyedProcessFunction(KeyedProcessFunction, ABC):
                 the same in every subtask and survives failovers, rescales and savepoint
                 resumes; a fresh start begins a new one.
         """
+
+    def completion_interval_ms(self) -> Optional[int]:
+        """How often the operator collects work finished off the task thread (see
+        :mod:`~flink_agents_ext.checkpoint.completions`); ``None`` (default): the function
+        runs nothing off the task thread. Read on the client when the operator is built."""
+        return None
+
+    def bind_completions(self, completions: Completions) -> None:
+        """Called once per subtask, before any element: where to take key handles from and
+        push finished work to (see :mod:`~flink_agents_ext.checkpoint.completions`)."""
 
     def snapshot_state(self, context: SnapshotContext) -> Any:
         """Called when checkpoint ``context.checkpoint_id`` is taken.

@@ -92,6 +92,9 @@ def process_with_checkpoints(
     j_conf = get_j_env_configuration(keyed_stream._j_data_stream.getExecutionEnvironment())
     j_class = _operator_class(OPERATOR_CLASSES.get(mode, OPERATOR_CLASSES["process"]))
     j_operator = j_class(j_conf, j_function_info, j_input_type, j_output_type_info)
+    interval_ms = func.completion_interval_ms()
+    if interval_ms:
+        j_operator.setCompletionIntervalMs(int(interval_ms))
     stream = DataStream(
         keyed_stream._j_data_stream.transform(name, j_output_type_info, j_operator)
     )

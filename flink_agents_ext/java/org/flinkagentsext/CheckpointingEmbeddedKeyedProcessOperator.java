@@ -5,17 +5,17 @@ import org.apache.flink.configuration.Configuration;
 import org.apache.flink.runtime.state.StateInitializationContext;
 import org.apache.flink.runtime.state.StateSnapshotContext;
 import org.apache.flink.runtime.state.VoidNamespace;
+import org.apache.flink.runtime.state.VoidNamespaceSerializer;
 import org.apache.flink.streaming.api.functions.python.DataStreamPythonFunctionInfo;
 import org.apache.flink.streaming.api.operators.InternalTimer;
 import org.apache.flink.streaming.api.operators.python.embedded.AbstractEmbeddedDataStreamPythonFunctionOperator;
 import org.apache.flink.streaming.api.operators.python.embedded.EmbeddedPythonKeyedProcessOperator;
 import org.apache.flink.streaming.runtime.streamrecord.StreamRecord;
 
-import org.slf4j.Logger;
-import org.slf4j.LoggerFactory;
-
+import java.util.HashMap;
 import java.util.Iterator;
 import java.util.LinkedHashSet;
+import java.util.List;
 
 /**
  * Thread-mode ({@code python.execution-mode: thread}) keyed process operator that forwards
@@ -27,17 +27,21 @@ import java.util.LinkedHashSet;
  * walks the changed keys through {@link #advanceChangedKey()} and returns the payload ledger.
  * The ledger is stored in operator list state and handed back on restore. Completion and
  * abort notifications are forwarded as they arrive.
+ *
+ * <p>Work the function finishes off the task thread comes back through a {@link
+ * CompletionDrain}: Python takes a {@link #keyHandle()} for the current key when the work starts;
+ * one callback maps the handles of finished work ({@code _fae_bridge.take_completions()}) back to
+ * their keys and fires their timers.
  */
 public class CheckpointingEmbeddedKeyedProcessOperator<K, IN, OUT>
         extends EmbeddedPythonKeyedProcessOperator<K, IN, OUT> {
 
     private static final long serialVersionUID = 1L;
-    private static final Logger LOG =
-            LoggerFactory.getLogger(CheckpointingEmbeddedKeyedProcessOperator.class);
 
     private static final String BRIDGE = "_fae_bridge";
 
     private final TypeInformation<IN> inputType;
+    private long completionIntervalMs;
 
     private transient LedgerState ledger;
     private transient TimelineState timeline;
@@ -45,6 +49,9 @@ public class CheckpointingEmbeddedKeyedProcessOperator<K, IN, OUT>
     private transient Iterator<Object> keyCursor;
     private transient boolean bridgeOpen;
     private transient boolean userFunctionClosed;
+    private transient CompletionDrain completions;
+    private transient HashMap<Long, Object> handleKeys;
+    private transient long nextHandle;
 
     public CheckpointingEmbeddedKeyedProcessOperator(
             Configuration config,
@@ -55,6 +62,11 @@ public class CheckpointingEmbeddedKeyedProcessOperator<K, IN, OUT>
         this.inputType = inputTypeInfo;
     }
 
+    /** Collect the function's finished work every {@code intervalMs} ({@code <= 0}: never). */
+    public void setCompletionIntervalMs(long intervalMs) {
+        this.completionIntervalMs = intervalMs;
+    }
+
     @Override
     public void initializeState(StateInitializationContext context) throws Exception {
         super.initializeState(context);
@@ -63,6 +75,9 @@ public class CheckpointingEmbeddedKeyedProcessOperator<K, IN, OUT>
         userFunctionClosed = false;
         ledger = LedgerState.initialize(context);
         timeline = TimelineState.initialize(context, getRuntimeContext());
+        handleKeys = new HashMap<>();
+        nextHandle = 0L;
+        completions = new CompletionDrain(this, completionIntervalMs, this::fireCompleted);
     }
 
     @Override
@@ -91,6 +106,34 @@ public class CheckpointingEmbeddedKeyedProcessOperator<K, IN, OUT>
                     ledger.restoredCheckpointId(),
                     ledger.takeRestored().toArray(new Object[0]));
         }
+        completions.resumeFrom(
+                getInternalTimerService("user-timers", VoidNamespaceSerializer.INSTANCE, this));
+    }
+
+    /**
+     * Called from Python when work for the current key starts off the task thread.
+     *
+     * @return the handle Python pushes when the work finished
+     */
+    public long keyHandle() {
+        long handle = nextHandle++;
+        handleKeys.put(handle, getCurrentKey());
+        completions.schedule();
+        return handle;
+    }
+
+    /** The drain's step: fire the keys of the finished handles; true while any is out. */
+    private boolean fireCompleted(long now) throws Exception {
+        Object taken = interpreter.invokeMethod(BRIDGE, "take_completions");
+        Object[] handles =
+                taken instanceof List ? ((List<?>) taken).toArray() : (Object[]) taken;
+        for (Object handle : handles) {
+            Object key = handleKeys.remove(((Number) handle).longValue());
+            if (key != null) {
+                completions.fire(key, now);
+            }
+        }
+        return !handleKeys.isEmpty();
     }
 
     @Override
@@ -155,19 +198,17 @@ public class CheckpointingEmbeddedKeyedProcessOperator<K, IN, OUT>
     @Override
     public void notifyCheckpointComplete(long checkpointId) throws Exception {
         super.notifyCheckpointComplete(checkpointId);
-        if (bridgeOpen) {
-            interpreter.invokeMethod(BRIDGE, "complete", checkpointId);
-        } else {
-            LOG.warn("checkpoint {} completed after the Python bridge was closed", checkpointId);
-        }
+        CheckpointNotifications.forward(bridgeOpen, true, checkpointId, this::toBridge);
     }
 
     @Override
     public void notifyCheckpointAborted(long checkpointId) throws Exception {
         super.notifyCheckpointAborted(checkpointId);
-        if (bridgeOpen) {
-            interpreter.invokeMethod(BRIDGE, "abort", checkpointId);
-        }
+        CheckpointNotifications.forward(bridgeOpen, false, checkpointId, this::toBridge);
+    }
+
+    private void toBridge(boolean complete, long checkpointId) {
+        interpreter.invokeMethod(BRIDGE, complete ? "complete" : "abort", checkpointId);
     }
 
     /**
@@ -186,6 +227,9 @@ public class CheckpointingEmbeddedKeyedProcessOperator<K, IN, OUT>
             }
         } finally {
             bridgeOpen = false;
+            if (completions != null) {
+                completions.close();
+            }
             super.close();
         }
     }
@@ -193,7 +237,10 @@ public class CheckpointingEmbeddedKeyedProcessOperator<K, IN, OUT>
     @Override
     public <T> AbstractEmbeddedDataStreamPythonFunctionOperator<T> copy(
             DataStreamPythonFunctionInfo pythonFunctionInfo, TypeInformation<T> outputTypeInfo) {
-        return new CheckpointingEmbeddedKeyedProcessOperator<>(
-                config, pythonFunctionInfo, inputType, outputTypeInfo);
+        CheckpointingEmbeddedKeyedProcessOperator<K, IN, T> copy =
+                new CheckpointingEmbeddedKeyedProcessOperator<>(
+                        config, pythonFunctionInfo, inputType, outputTypeInfo);
+        copy.setCompletionIntervalMs(completionIntervalMs);
+        return copy;
     }
 }

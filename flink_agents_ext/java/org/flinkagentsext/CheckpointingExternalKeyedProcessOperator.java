@@ -12,7 +12,10 @@ import org.apache.flink.core.memory.DataInputDeserializer;
 import org.apache.flink.core.memory.DataOutputViewStreamWrapper;
 import org.apache.flink.runtime.state.StateInitializationContext;
 import org.apache.flink.runtime.state.StateSnapshotContext;
+import org.apache.flink.runtime.state.VoidNamespaceSerializer;
 import org.apache.flink.streaming.api.functions.python.DataStreamPythonFunctionInfo;
+import org.apache.flink.streaming.api.operators.InternalTimerService;
+import org.apache.flink.streaming.api.operators.Triggerable;
 import org.apache.flink.streaming.api.operators.python.process.AbstractExternalDataStreamPythonFunctionOperator;
 import org.apache.flink.streaming.api.operators.python.process.ExternalPythonKeyedProcessOperator;
 import org.apache.flink.streaming.api.operators.python.process.timer.TimerUtils;
@@ -24,9 +27,6 @@ import org.apache.flink.table.functions.python.PythonEnv;
 import org.apache.flink.table.functions.python.PythonFunction;
 import org.apache.flink.table.functions.python.PythonFunctionKind;
 import org.apache.flink.types.Row;
-
-import org.slf4j.Logger;
-import org.slf4j.LoggerFactory;
 
 import java.io.ByteArrayOutputStream;
 import java.nio.charset.StandardCharsets;
@@ -61,13 +61,15 @@ import java.util.Map;
  * element before the barrier, so the keyed state the callback reads is exactly the checkpoint's.
  * The ledger is stored in operator list state (same name as in thread mode) and delivered to
  * the bridge's {@code restore} after a restore, in {@link #open()}, before any element.
+ *
+ * <p>Work the function finishes off the task thread comes back through a {@link
+ * CompletionDrain}: every interval, signal {@code 69} makes the bridge fire, in the worker, a
+ * processing-time timer for each key whose work finished.
  */
 public class CheckpointingExternalKeyedProcessOperator<OUT>
         extends ExternalPythonKeyedProcessOperator<OUT> {
 
     private static final long serialVersionUID = 1L;
-    private static final Logger LOG =
-            LoggerFactory.getLogger(CheckpointingExternalKeyedProcessOperator.class);
 
     /** Name of the broadcast state Python writes the snapshot's ledger into (no prefix). */
     static final String RETURN_STATE_NAME = "flink-agents-ext.ledger-return";
@@ -84,6 +86,7 @@ public class CheckpointingExternalKeyedProcessOperator<OUT>
     static final byte SIGNAL_ABORT = 66;
     static final byte SIGNAL_RESTORE = 67;
     static final byte SIGNAL_TIMELINE = 68;
+    static final byte SIGNAL_DRAIN = 69;
 
     private static final byte[] NO_PAYLOAD = new byte[0];
 
@@ -96,6 +99,8 @@ public class CheckpointingExternalKeyedProcessOperator<OUT>
     private transient long snapshotCheckpointId;
     private transient byte[] snapshotLedger;
     private transient boolean bridgeOpen;
+    private transient CompletionDrain completions;
+    private long completionIntervalMs;
 
     /**
      * Same arguments as {@link ExternalPythonKeyedProcessOperator}; the first function of {@code
@@ -111,6 +116,11 @@ public class CheckpointingExternalKeyedProcessOperator<OUT>
                 BridgedPythonFunction.attach(pythonFunctionInfo),
                 inputTypeInfo,
                 outputTypeInfo);
+    }
+
+    /** Collect the function's finished work every {@code intervalMs} ({@code <= 0}: never). */
+    public void setCompletionIntervalMs(long intervalMs) {
+        this.completionIntervalMs = intervalMs;
     }
 
     @Override
@@ -131,6 +141,7 @@ public class CheckpointingExternalKeyedProcessOperator<OUT>
                                         ByteArrayWrapperSerializer.INSTANCE,
                                         BytePrimitiveArraySerializer.INSTANCE));
         returnState.clear(); // it only carries a ledger within one snapshot; never restored
+        completions = new CompletionDrain(this, completionIntervalMs, this::drainCompleted);
     }
 
     @Override
@@ -159,6 +170,21 @@ public class CheckpointingExternalKeyedProcessOperator<OUT>
                     ledger.restoredCheckpointId(),
                     encodeBlobs(ledger.takeRestored()));
         }
+        completions.resumeFrom(userTimers());
+        completions.schedule();
+    }
+
+    /** The timer service of the stock operator (same name and serializers). */
+    @SuppressWarnings({"unchecked", "rawtypes"})
+    private InternalTimerService<?> userTimers() {
+        return getInternalTimerService(
+                "user-timers", (TypeSerializer) VoidNamespaceSerializer.INSTANCE, (Triggerable) this);
+    }
+
+    /** The drain's step: Python fires the finished keys' timers itself; always keep ticking. */
+    private boolean drainCompleted(long now) throws Exception {
+        sendSignal(SIGNAL_DRAIN, now, NO_PAYLOAD);
+        return true;
     }
 
     @Override
@@ -185,32 +211,39 @@ public class CheckpointingExternalKeyedProcessOperator<OUT>
     @Override
     public void notifyCheckpointComplete(long checkpointId) throws Exception {
         super.notifyCheckpointComplete(checkpointId);
-        if (bridgeOpen) {
-            sendSignal(SIGNAL_COMPLETE, checkpointId, NO_PAYLOAD);
-        } else {
-            LOG.warn("checkpoint {} completed after the Python bridge was closed", checkpointId);
-        }
+        CheckpointNotifications.forward(bridgeOpen, true, checkpointId, this::toBridge);
     }
 
     @Override
     public void notifyCheckpointAborted(long checkpointId) throws Exception {
         super.notifyCheckpointAborted(checkpointId);
-        if (bridgeOpen) {
-            sendSignal(SIGNAL_ABORT, checkpointId, NO_PAYLOAD);
-        }
+        CheckpointNotifications.forward(bridgeOpen, false, checkpointId, this::toBridge);
+    }
+
+    private void toBridge(boolean complete, long checkpointId) throws Exception {
+        sendSignal(complete ? SIGNAL_COMPLETE : SIGNAL_ABORT, checkpointId, NO_PAYLOAD);
     }
 
     @Override
     public void close() throws Exception {
         bridgeOpen = false; // the Python function is closed with the runner, after every callback
+        if (completions != null) {
+            completions.close();
+        }
         super.close();
     }
 
     @Override
     public <T> AbstractExternalDataStreamPythonFunctionOperator<T> copy(
             DataStreamPythonFunctionInfo pythonFunctionInfo, TypeInformation<T> outputTypeInfo) {
-        return new CheckpointingExternalKeyedProcessOperator<>(
-                config, pythonFunctionInfo, (RowTypeInfo) getInputTypeInfo(), outputTypeInfo);
+        CheckpointingExternalKeyedProcessOperator<T> copy =
+                new CheckpointingExternalKeyedProcessOperator<>(
+                        config,
+                        pythonFunctionInfo,
+                        (RowTypeInfo) getInputTypeInfo(),
+                        outputTypeInfo);
+        copy.setCompletionIntervalMs(completionIntervalMs);
+        return copy;
     }
 
     /**
