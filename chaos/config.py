@@ -16,10 +16,11 @@ parallelism (1, 2), the store backend (SQLite, PostgreSQL, Kafka) and the job's 
                     midway, then this job starts fresh on that namespace: a careless redeploy
 ==================  ===========================================================================
 
-Until the store treats a fresh start as a new lineage, a fresh start on a used namespace
-replays the earlier job's records (a known bug): :data:`FRESH_START_KEEPS_NAMESPACE` is then
-``False`` and the ``fresh-on-used`` trials clear the namespace before the fresh start (the
-earlier job still runs and is killed, but what it left is removed first).
+The store treats a fresh start as a new lineage (``flink_agents_ext/lineage.py``): the
+fresh start removes what the earlier job left and never replays it. Before that, such a
+start replayed the earlier job's records; :data:`FRESH_START_KEEPS_NAMESPACE` ``False``
+(``FAE_CHAOS_KEEP_NAMESPACE=0``) makes the ``fresh-on-used`` trials clear the namespace
+before the fresh start instead (the earlier job still runs and is killed).
 """
 
 from __future__ import annotations
@@ -41,10 +42,10 @@ DIMENSIONS = {"mode": "mode", "commit": "commit", "concurrency": "concurrency",
               "backend": "backend", "lifecycle": "lifecycle", "retention": "retention",
               "parallelism": "parallelism"}
 
-#: Whether a ``fresh-on-used`` trial starts on the earlier job's records (``True``) or
-#: clears the namespace first (``False``: the store does not handle a fresh start on a used
-#: namespace yet; see the module). ``FAE_CHAOS_KEEP_NAMESPACE=1`` / ``0`` overrides it.
-FRESH_START_KEEPS_NAMESPACE = os.environ.get("FAE_CHAOS_KEEP_NAMESPACE", "0") == "1"
+#: Whether a ``fresh-on-used`` trial starts on the earlier job's records (``True``, the
+#: default) or clears the namespace first (``False``, for a store without lineages; see the
+#: module). ``FAE_CHAOS_KEEP_NAMESPACE=0`` / ``1`` chooses.
+FRESH_START_KEEPS_NAMESPACE = os.environ.get("FAE_CHAOS_KEEP_NAMESPACE", "1") == "1"
 
 #: Failure kinds that kill a process outright (no exception handling, no flush).
 KILLS = ("taskmanager-kill",)

@@ -165,6 +165,8 @@ def plan_trials(rng: random.Random, count: int, tickets: int, short: bool,
         side = "before" if short and kind == "notify" else None
         plans.append(mini_plan(rng, f"t{i:02d}", kind, config, tickets, pagers, reconcilable,
                                side))
+    # The server and cluster trials first: a run cut short still has them.
+    minis, plans = plans, []
     if postgres:
         config = TrialConfig(mode="thread", max_in_flight=rng.choice((0, 8, 256)),
                              commit=rng.choice(("each", "group")), backend="postgres",
@@ -179,6 +181,9 @@ def plan_trials(rng: random.Random, count: int, tickets: int, short: bool,
             plans.append(Plan(f"t{len(plans) + 1:02d}", "taskmanager-kill",
                               runtime="standalone cluster", config=config, rate=SLOW_RATE,
                               at_fraction=round(rng.uniform(0.15, 0.6), 2)))
+    plans += minis
+    for i, plan in enumerate(plans, 1):
+        plan.name = f"t{i:02d}"
     return plans
 
 

@@ -54,7 +54,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from chaos import config as cfgs
 from chaos import inject
@@ -246,6 +246,9 @@ def main(argv: Optional[list[str]] = None) -> int:
             verdict.rerun = plan.rerun_command(seed, tickets)
             verdicts.append(verdict)
             print_verdict(verdict)
+            # What ran so far, in case the run is cut short ("complete": false until the end).
+            write_results(args, verdicts, reference_verdict, seed, tickets,
+                          round(time.monotonic() - started, 1), complete=False)
     except ToolError as exc:
         print(f"chaos: error: {exc}", file=sys.stderr)
         return 2
@@ -270,10 +273,10 @@ def print_verdict(verdict: Verdict) -> None:
         print(f"        rerun: {verdict.rerun}", flush=True)
 
 
-def report(args: argparse.Namespace, verdicts: list[Verdict],
-           reference_verdict: Optional[Verdict], seed: int, tickets: int,
-           duration: float) -> int:
-    """Write chaos-results.json, print the tables; the exit status."""
+def write_results(args: argparse.Namespace, verdicts: list[Verdict],
+                  reference_verdict: Optional[Verdict], seed: int, tickets: int,
+                  duration: float, complete: bool = True) -> dict[str, Any]:
+    """Write chaos-results.json (``complete``: every planned trial ran); return it."""
     total = aggregate(verdicts)
     raced = [v.name for v in verdicts if v.upstream_race]
     checked = [v for v in verdicts if not v.upstream_race]
@@ -306,9 +309,20 @@ def report(args: argparse.Namespace, verdicts: list[Verdict],
         "reference": asdict(reference_verdict) if reference_verdict else None,
         "runs": [asdict(v) | {"passed": v.passed} for v in verdicts],
     }
-    harness_errors = [v.name for v in verdicts if v.harness_error]
-    results["harness_errors"] = harness_errors
+    results["harness_errors"] = [v.name for v in verdicts if v.harness_error]
+    results["complete"] = complete
     Path(args.results).write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def report(args: argparse.Namespace, verdicts: list[Verdict],
+           reference_verdict: Optional[Verdict], seed: int, tickets: int,
+           duration: float) -> int:
+    """Write chaos-results.json, print the tables; the exit status."""
+    results = write_results(args, verdicts, reference_verdict, seed, tickets, duration)
+    total = aggregate(verdicts)
+    raced = results["upstream_race_trials"]
+    harness_errors = results["harness_errors"]
     print()
     print(table(verdicts))
     print()
