@@ -17,6 +17,8 @@ help:
 	@echo "make bench     benchmarks, side by side; writes bench-results.json"
 	@echo "make mutate    mutation testing of the protocol core; writes mutation-results.json"
 	@echo "               (MUTATE_WORKERS=2 to test two mutants at once)"
+	@echo "make bench-anchor  the same agent on Apache Flink Agents 0.3.1 and on this package;"
+	@echo "               writes bench-results-anchor.json (BENCH_ANCHOR_ARGS=--quick for a smoke run)"
 	@echo "make jar       build the bridge jar (done automatically at first use)"
 	@echo "make clean     remove build output (keeps the venv)"
 
@@ -72,6 +74,14 @@ mutate: setup
 	@$(PY) -c "import importlib.metadata as m, sys; sys.exit(m.version('mutmut') != '$(MUTMUT_VERSION)')" \
 		2>/dev/null || $(PY) -m pip install -q "mutmut==$(MUTMUT_VERSION)"
 	$(PY) -m scripts.mutate --workers $(MUTATE_WORKERS)
+
+# Not part of `make test`: installs flink-agents 0.3.1 into its own venv (bench/anchor/install.py),
+# starts the throwaway Kafka broker and PostgreSQL server, runs both sides (README, "Against
+# Apache Flink Agents").
+BENCH_ANCHOR_ARGS ?=
+.PHONY: bench-anchor
+bench-anchor: jar
+	$(PY) -m bench.anchor $(BENCH_ANCHOR_ARGS)
 
 clean:
 	rm -rf flink_agents_ext/_build build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache \

@@ -37,11 +37,13 @@ RESULT = b'"' + b"y" * 100 + b'"'
 
 
 class Broker:
-    """The throwaway broker (started if needed) or ``FAE_KAFKA_BOOTSTRAP``."""
+    """The throwaway broker (started if needed) in ``.kafka/<name>``, or
+    ``FAE_KAFKA_BOOTSTRAP``."""
 
-    def __init__(self) -> None:
+    def __init__(self, name: str = "bench") -> None:
         self.started = False
-        self.env = {**os.environ, "FAE_KAFKA_DIR": str(ROOT / ".kafka" / "bench")}
+        self.directory = ROOT / ".kafka" / name
+        self.env = {**os.environ, "FAE_KAFKA_DIR": str(self.directory)}
         self.env.pop("FAE_KAFKA_PORT", None)
         if os.environ.get("FAE_KAFKA_BENCH_PORT"):
             self.env["FAE_KAFKA_PORT"] = os.environ["FAE_KAFKA_BENCH_PORT"]

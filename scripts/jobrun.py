@@ -98,11 +98,12 @@ def kill_group(proc: subprocess.Popen[Any]) -> None:
 def run_job(module: str, args: Sequence[Any], *, timeout: float,
             env: Optional[Mapping[str, str]] = None, log: Optional[Path] = None,
             monitor: Optional[Callable[[subprocess.Popen[Any]], None]] = None,
-            detect_upstream_race: bool = False) -> JobResult:
+            detect_upstream_race: bool = False, python: Optional[str] = None) -> JobResult:
     """Run ``python -m module args`` from the repository root and wait for it.
 
     Args:
         timeout: seconds before the job (its whole process group) is killed.
+        python: the interpreter (default: this project's virtual environment's).
         env: its environment (default: this process's).
         log: keep its output in ``<log>.out`` and ``<log>.err`` (default: temporary files).
         monitor: called with the process about every 0.2 s while it runs.
@@ -111,7 +112,7 @@ def run_job(module: str, args: Sequence[Any], *, timeout: float,
     Returns:
         The :class:`JobResult`; it never raises for the job's own failure.
     """
-    argv = [PY, "-m", module, *map(str, args)]
+    argv = [python or PY, "-m", module, *map(str, args)]
     with tempfile.TemporaryDirectory(prefix="fae-job-") as tmp:
         base = log if log is not None else Path(tmp) / "job"
         base.parent.mkdir(parents=True, exist_ok=True)
