@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from flink_agents_ext.actions import INPUT, ActionContext, Agent, DurableAgentFunction
+from flink_agents_ext.actions import INPUT, ActionContext, Agent, DurableAgentFunction, execute_run
+from flink_agents_ext.actions.runner import _EMPTY_FORMS, _empty_forms
 from flink_agents_ext.keys import encode_key
 from flink_agents_ext.serde import JsonSerializer, SerializationError
 from flink_agents_ext.store import SQLiteStore
@@ -338,3 +339,33 @@ def test_unrecordable_effects_name_the_value_or_say_it_is_all_of_them(tmp_path):
                         r"\d+ bytes is too long", effects)
     assert event == ("cannot record the effects of action act: the 'input' event it "
                      "reacted to: 27 bytes is too long")
+
+
+# -- execute_run, called directly (public) -----------------------------------------------------
+def test_execute_run_directly_replays_what_the_store_recorded(tmp_path):
+    calls: list[str] = []
+    agent = chain_agent(calls)
+    with SQLiteStore(str(tmp_path / "direct.db")) as store:
+        first = execute_run(agent, store, JsonSerializer(), NS, "k", encode_key("k"), 4, 1, {})
+        again = execute_run(agent, store, JsonSerializer(), NS, "k", encode_key("k"), 4, 1,
+                            lambda: {"old": True})
+    assert first.seq == again.seq == 4
+    assert first.outputs == again.outputs == ["first saw 1", "second saw 10"]
+    assert (first.actions_run, first.actions_replayed) == (2, 0)
+    assert (again.actions_run, again.actions_replayed) == (0, 2), "replayed by default"
+    assert calls == ["fetch 1"]
+    assert again.memory == {"old": True, "first": 1, "second": 10} and again.memory_changed
+    assert first.memory == {"first": 1, "second": 10}
+
+
+def test_empty_forms_are_per_serializer_object():
+    # The cache is keyed by id(): an entry left by a collected serializer whose id is reused
+    # must not be handed to the new one.
+    class Prefixed(JsonSerializer):
+        def dumps(self, value: Any) -> bytes:
+            return b"p" + super().dumps(value)
+
+    fresh = Prefixed()
+    _EMPTY_FORMS[id(fresh)] = (JsonSerializer(), b"[]", b"{}")
+    assert _empty_forms(fresh) == (b"p[]", b'p{"set":{},"unset":[]}')
+    assert _empty_forms(fresh) == (b"p[]", b'p{"set":{},"unset":[]}')
