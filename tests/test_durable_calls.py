@@ -66,6 +66,10 @@ def test_function_identity() -> None:
     bare = Plain()
     bare.__module__ = None  # type: ignore[assignment]
     assert function_identity(bare) == "?.Plain"
+    named = Plain()
+    named.__name__ = "named"  # type: ignore[attr-defined]
+    assert function_identity(named) == "tests.test_durable_calls.named"
+    assert function_identity((1).__add__) == "?.int.__add__"  # no __module__ at all
 
 
 def test_exception_message() -> None:
@@ -277,3 +281,38 @@ def test_what_an_action_sees_of_its_context(tmp_path: Path) -> None:
     h.process_element("x", key=("a", 1))
     assert h.process_element("y", key=("a", 1)) == [
         [["a", 1], 1, INPUT, "act"], [["a", 1], 1, "next", "act"], ["other", None]]
+
+
+def test_a_changed_call_cuts_the_stored_journal_and_keyword_arguments_count(tmp_path: Path
+                                                                           ) -> None:
+    ran: list[Any] = []
+
+    def step(x: int, *, tag: str = "") -> str:
+        ran.append((x, tag))
+        return f"{tag}{x}"
+
+    plan = {"calls": [(1, "a"), (2, "a"), (3, "a")]}
+
+    def body(event: Any, ctx: ActionContext) -> None:
+        for x, tag in plan["calls"]:
+            ctx.durable_execute(step, x, tag=tag)
+        raise SystemExit("the task dies before the action is recorded")
+
+    def attempt() -> None:
+        with pytest.raises(SystemExit):
+            KeyedFunctionHarness(make(tmp_path, die_once(body, {}))).process_element(0, key="k")
+
+    def journal() -> list[tuple[int, str]]:
+        with SQLiteStore(str(tmp_path / "a.db")) as store:
+            calls = store.get_calls(RecordId(NS, encode_key("k"), 0, "act", 0))
+        return [(c.position, store_text(c.result)) for c in calls]
+
+    attempt()
+    plan["calls"] = [(1, "a"), (2, "b")]  # same function and positional argument, other kwarg
+    attempt()
+    assert ran == [(1, "a"), (2, "a"), (3, "a"), (2, "b")]
+    assert journal() == [(0, '"a1"'), (1, '"b2"')], "cut from the changed call on"
+
+
+def store_text(data: bytes | None) -> str:
+    return (data or b"").decode()

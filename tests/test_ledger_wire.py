@@ -10,7 +10,7 @@ import logging
 import pytest
 
 from flink_agents_ext.checkpoint.ledger import PENDING_WARN_THRESHOLD, PayloadLedger
-from flink_agents_ext.errors import CheckpointLedgerError
+from flink_agents_ext.errors import CheckpointLedgerError, PayloadSerializationError
 
 
 def test_wire_format_is_exact_and_deterministic() -> None:
@@ -59,3 +59,16 @@ def test_many_unconfirmed_snapshots_are_warned_about(caplog: pytest.LogCaptureFi
                                    "checkpoint-complete notification (oldest: 1); are "
                                    "checkpoints completing?")
     assert ledger.pending_ids() == list(range(1, PENDING_WARN_THRESHOLD + 2))
+
+
+def test_add_errors_name_the_payload_type_and_the_ids() -> None:
+    ledger = PayloadLedger()
+    with pytest.raises(PayloadSerializationError,
+                       match=r"^a snapshot payload must be bytes or a JSON-serialisable value, "
+                             r"got set: "):
+        ledger.add(1, {1})
+    ledger.add(2, None)
+    with pytest.raises(CheckpointLedgerError,
+                       match=r"^snapshot for checkpoint 2 after one for 2: checkpoint ids "
+                             r"must grow$"):
+        ledger.add(2, None)
