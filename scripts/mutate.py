@@ -21,8 +21,9 @@ The exit status is 1 when a module scores below :data:`GOAL`. Usage::
 
     python -m scripts.mutate [--workers N] [--keep]
 
-``--keep`` reuses the results of an earlier run in ``mutants/`` (mutmut re-tests only what
-changed); by default the run starts from scratch.
+``--keep`` reuses the results of an earlier run in ``mutants/``: mutmut tests the mutants of
+new or changed functions, then every earlier survivor again (with the current tests); by
+default the run starts from scratch.
 """
 
 from __future__ import annotations
@@ -231,10 +232,20 @@ def main(argv: list[str] | None = None) -> int:
     os.chdir(ROOT)  # mutmut reads its configuration and writes mutants/ here
     config = mutmut_config()
     modules = list(config["only_mutate"])
-    if not args.keep:
-        shutil.rmtree(MUTANTS, ignore_errors=True)
     started = time.monotonic()
-    run_mutmut(args.workers)
+    if args.keep and (MUTANTS / "mutmut-stats.json").exists():
+        # Tests may have changed since: which test calls what is collected again, new and
+        # changed mutants are tested, then every earlier survivor again.
+        previous = [name for path in modules
+                    for name, code in json.loads((MUTANTS / (path + ".meta")).read_text())
+                    ["exit_code_by_key"].items() if code not in _KILLED]
+        (MUTANTS / "mutmut-stats.json").unlink()
+        run_mutmut(args.workers)
+        if previous:
+            run_mutmut(args.workers, previous)
+    else:
+        shutil.rmtree(MUTANTS, ignore_errors=True)
+        run_mutmut(args.workers)
     mutants = load_mutants(modules)
     classify(mutants, list(config.get("pytest_add_cli_args", [])))
     equivalents = load_equivalents()

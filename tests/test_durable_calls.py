@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 from pathlib import Path
 from typing import Any, Callable
 
@@ -316,3 +318,27 @@ def test_a_changed_call_cuts_the_stored_journal_and_keyword_arguments_count(tmp_
 
 def store_text(data: bytes | None) -> str:
     return (data or b"").decode()
+
+
+def test_async_actions_run_in_a_child_forked_after_the_loop_started(tmp_path: Path) -> None:
+    agent = Agent("async-fork")
+
+    async def double(x: int) -> int:
+        return 2 * x
+
+    @agent.action(on=INPUT)
+    async def act(event: int, ctx: ActionContext) -> None:
+        ctx.emit(await ctx.durable_execute_async(double, event))
+
+    assert KeyedFunctionHarness(make(tmp_path, agent)).process_element(1, key="a") == [2]
+    pid = os.fork()
+    if pid == 0:  # the child: the parent's loop thread is not there
+        code = 3
+        try:
+            signal.alarm(30)  # a hang ends the child (and fails the test)
+            out = KeyedFunctionHarness(make(tmp_path, agent)).process_element(4, key="b")
+            code = 0 if out == [8] else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

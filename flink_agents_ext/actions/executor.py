@@ -23,6 +23,7 @@ _log = logging.getLogger(__name__)
 
 _loop_lock = threading.Lock()
 _loop: Optional[asyncio.AbstractEventLoop] = None
+_loop_thread: Optional[threading.Thread] = None
 
 
 async def _outcome(coro: Coroutine[Any, Any, T]) -> tuple[bool, Any]:
@@ -37,10 +38,13 @@ async def _outcome(coro: Coroutine[Any, Any, T]) -> tuple[bool, Any]:
 def run_coroutine(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` on the shared background event loop and wait for its result; what it
     raises (a ``BaseException`` too) is raised here."""
-    global _loop
+    global _loop, _loop_thread
     with _loop_lock:
-        if _loop is None or _loop.is_closed():
-            _loop = _start_loop("fae-async-actions")
+        # A loop whose thread is gone (the process forked after starting it) never runs
+        # what it is given: start another.
+        if _loop is None or _loop.is_closed() or _loop_thread is None or \
+                not _loop_thread.is_alive():
+            _loop, _loop_thread = _start_loop("fae-async-actions")
     ok, value = asyncio.run_coroutine_threadsafe(_outcome(coro), _loop).result()
     if not ok:
         raise value
@@ -57,10 +61,11 @@ async def _guarded(coro: Coroutine[Any, Any, T]) -> T:
         raise RuntimeError(f"an async run raised {type(exc).__name__}: {exc}") from exc
 
 
-def _start_loop(name: str) -> asyncio.AbstractEventLoop:
+def _start_loop(name: str) -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
     loop = asyncio.new_event_loop()
-    threading.Thread(target=loop.run_forever, name=name, daemon=True).start()
-    return loop
+    thread = threading.Thread(target=loop.run_forever, name=name, daemon=True)
+    thread.start()
+    return loop, thread
 
 
 class RunExecutor:
@@ -93,7 +98,7 @@ class RunExecutor:
         ``max_in_flight`` runs execute."""
         def start() -> Future[T]:
             if self._loop is None:
-                self._loop = _start_loop("fae-async-runs")
+                self._loop, _ = _start_loop("fae-async-runs")
             return asyncio.run_coroutine_threadsafe(_guarded(fn(*args)), self._loop)
         return self._started(start)
 
