@@ -19,7 +19,7 @@ that call the mutated function. Then:
 
 The exit status is 1 when a module scores below :data:`GOAL`. Usage::
 
-    python -m scripts.mutate [--workers N] [--keep]
+    python -m scripts.mutate [--workers N] [--keep | --report]
 
 ``--keep`` reuses the results of an earlier run in ``mutants/``: mutmut tests the mutants of
 new or changed functions, then every earlier survivor again (with the current tests); by
@@ -228,12 +228,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="mutants tested at once")
     parser.add_argument("--keep", action="store_true",
                         help="reuse the results of an earlier run in mutants/")
+    parser.add_argument("--report", action="store_true",
+                        help="run nothing: write the results of mutants/ again (after an "
+                             "edit of the equivalents file)")
     args = parser.parse_args(argv)
     os.chdir(ROOT)  # mutmut reads its configuration and writes mutants/ here
     config = mutmut_config()
     modules = list(config["only_mutate"])
     started = time.monotonic()
-    if args.keep and (MUTANTS / "mutmut-stats.json").exists():
+    if args.report:
+        pass
+    elif args.keep and (MUTANTS / "mutmut-stats.json").exists():
         # Tests may have changed since: which test calls what is collected again, new and
         # changed mutants are tested, then every earlier survivor again.
         previous = [name for path in modules
