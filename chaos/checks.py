@@ -114,6 +114,9 @@ class Verdict:
     unexpected: int = 0
     dead_lettered: int = 0
     store_records_left: Optional[int] = None
+    #: Of the runs left: those no remaining prune mark covers (with ``retention`` k the
+    #: records of the last k - 1 checkpoints stay, restorable; anything else is a leak).
+    store_runs_unmarked: Optional[int] = None
     uncommitted_files: int = 0
     problems: list[str] = field(default_factory=list)
     #: The harness itself failed in this trial (e.g. the cluster did not start).
@@ -257,9 +260,16 @@ def check_run(plan: Plan, out: Path, completed: bool, failure: str,
     # The store is bounded: nothing left once the final checkpoint completed.
     if summary is not None:
         v.store_records_left = int(summary["store_records_left"])
-        if v.store_records_left != 0:
+        retained = plan.config.retention > 1
+        if "store_runs_unmarked" in summary:
+            v.store_runs_unmarked = int(summary["store_runs_unmarked"])
+        if v.store_records_left != 0 and not retained:
             problems.append(f"{v.store_records_left} store record(s) left after the final "
                             f"checkpoint")
+        elif v.store_records_left and retained and v.store_runs_unmarked != 0:
+            problems.append(f"{v.store_records_left} store record(s) left after the final "
+                            f"checkpoint, of {v.store_runs_unmarked} run(s) no prune mark "
+                            f"of a retained checkpoint covers")
     elif completed:
         problems.append("no summary")
     return v

@@ -117,7 +117,9 @@ def random_spec(rng: random.Random, kind: str, tickets: int, pagers: list[int],
             call = "model_draft_reply"
         return f"unrecorded:{call}:{rng.randint(lo, hi)}"
     if kind in ("snapshot", "notify"):
-        return f"{kind}:{side or rng.choice(('before', 'after'))}:{rng.randint(1, 3)}"
+        # After a resume little input is left: the first snapshot / notification with data.
+        last = 1 if after > 0.5 else 3
+        return f"{kind}:{side or rng.choice(('before', 'after'))}:{rng.randint(1, last)}"
     raise ValueError(f"no random spec for {kind}")
 
 

@@ -39,6 +39,7 @@ def aggregate(verdicts: list[Verdict]) -> dict[str, int]:
         "unexpected": sum(v.unexpected for v in verdicts),
         "dead_lettered": sum(v.dead_lettered for v in verdicts),
         "store_records_left": sum(v.store_records_left or 0 for v in verdicts),
+        "store_runs_unmarked": sum(v.store_runs_unmarked or 0 for v in verdicts),
         "passed": sum(v.passed for v in verdicts),
     }
 

@@ -192,11 +192,25 @@ def run_mini(ctx: Context, plan: Plan,
     return check_job(ctx, plan, out, job, summary_path, injection, phases, base_instances)
 
 
+def retained_runs(plan: Plan, store: dict[str, Any], summary: dict[str, Any]) -> dict[str, int]:
+    """With ``retention`` > 1 the records of the last checkpoints stay at the end (a retained
+    checkpoint can still be restored): ``store_runs_unmarked`` counts the runs left that no
+    remaining prune mark covers (must be 0). Consumes the marks (the job has ended)."""
+    if plan.config.retention <= 1 or not summary.get("store_records_left"):
+        return {}
+    with open_store(store) as opened:
+        runs = opened.recorded_runs(NAMESPACE)
+        marks = opened.take_prune_marks(NAMESPACE, 2**62)
+    return {"store_runs_unmarked": sum(1 for key, seq in runs if seq > marks.get(key, -1))}
+
+
 def check_job(ctx: Context, plan: Plan, out: Path, job: JobResult, summary_path: Path,
               injection: Optional[dict[str, Any]], phases: dict[str, Any],
               base_instances: int) -> Verdict:
     """Check the trial's (last) job."""
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else None
+    if summary is not None:
+        summary.update(retained_runs(plan, store_for(ctx, plan, out), summary))
     completed = summary is not None and not job.timed_out and not job.upstream_race
     failure = (f"timed out after {JOB_TIMEOUT_S}s" if job.timed_out else
                "hit the PyFlink process-mode race (README, Known issues)" if job.upstream_race
@@ -310,6 +324,7 @@ def run_taskmanager_kill(ctx: Context, plan: Plan) -> Verdict:
         injection["flink_failures"] = cluster.exceptions(job_id)[:3]
         log_text = "\n".join(injection["flink_failures"])
         summary = summary_of(config)
+        summary.update(retained_runs(plan, store_for(ctx, plan, out), summary))
     finally:
         try:
             cluster.stop()

@@ -172,11 +172,26 @@ def fake_run(root: Path, name: str, *, extra_calls: Iterable[tuple[str, str]] = 
 
 
 def verdict(root: Path, spec: str, out: Path, store_left: int = 0,
-            plan: Optional[Plan] = None, injection: Optional[dict[str, Any]] = None) -> Verdict:
+            plan: Optional[Plan] = None, injection: Optional[dict[str, Any]] = None,
+            unmarked: Optional[int] = None) -> Verdict:
     reference = collect(fake_run(root, "reference"))
+    summary: dict[str, Any] = {"store_records_left": store_left}
+    if unmarked is not None:
+        summary["store_runs_unmarked"] = unmarked
     return check_run(plan or Plan(out.name, spec.split(":")[0], spec), out, True, "",
-                     {"store_records_left": store_left}, reference, TICKETS,
-                     injection=injection)
+                     summary, reference, TICKETS, injection=injection)
+
+
+def test_retention_keeps_the_last_checkpoints_records_only(tmp_path: Path) -> None:
+    spec = "snapshot:after:1"
+    plan = Plan("t", "snapshot", spec, config=cfgs.TrialConfig(retention=2))
+    out = fake_run(tmp_path, "t", fired=spec, instances=2)
+    v = verdict(tmp_path, spec, out, store_left=40, plan=plan, unmarked=0)
+    assert v.passed, v.problems
+    v = verdict(tmp_path, spec, out, store_left=40, plan=plan, unmarked=3)
+    assert not v.passed and "no prune mark" in v.problems[0]
+    v = verdict(tmp_path, spec, out, store_left=40)  # retention 1: the store must be empty
+    assert v.problems == ["40 store record(s) left after the final checkpoint"]
 
 
 def test_checks_pass_a_clean_trial(tmp_path: Path) -> None:
