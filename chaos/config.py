@@ -93,6 +93,11 @@ class TrialConfig:
         return {**asdict(self), "concurrency": self.concurrency}
 
 
+#: What the store holds after the final checkpoint.
+STORE_PROMISE = ("store empty (retention 2: only runs the final checkpoint's prune marks "
+                 "cover, kept restorable)")
+
+
 @dataclass(frozen=True)
 class Expectation:
     """What a configuration promises under one kind of failure."""
@@ -111,7 +116,7 @@ class Expectation:
         dup = ("0 duplicates" if self.repeats == "none" else
                "repeats of the last unwritten group-commit batch allowed (counted apart), "
                "no other duplicate")
-        return f"{dup}; 0 lost; store empty"
+        return f"{dup}; 0 lost; {STORE_PROMISE}"
 
 
 def expectation(config: TrialConfig, kind: str) -> Expectation:
