@@ -16,6 +16,7 @@ from bench import (
     durable_throughput,
     kafka_recovery,
     plot,
+    scale,
     snapshot_cost,
     store_growth,
 )
@@ -41,6 +42,8 @@ def main() -> None:
     results.update(bridge_overhead.main())
     print("\n== concurrent runs (1,000 keys, 100 ms simulated call per action) ==")
     results.update(concurrency.main())
+    print("\n== scale: 64 / 1,024 / 4,096 runs in flight, 1 s call, sync and async def ==")
+    results.update(scale.main())
     print("\n== checkpoint bookkeeping: 1M vs 10k keys in state, vs a full-scan reference ==")
     results.update(snapshot_cost.main())
     print("\n== durable function vs stock keyed function, same user work ==")

@@ -57,7 +57,7 @@ class ConcurrentRuns(RunMode):
             # Fires when the final watermark arrives at the end of a bounded input: the key's
             # remaining runs are then waited for (end of input waits for in-flight runs).
             ctx.timer_service().register_event_time_timer(END_OF_INPUT)
-            self._start(key, key_enc, ctx, resume=False)
+            self._start(key, key_enc, value, resume=False)
         return iter(())
 
     def last_completed_seq(self) -> Optional[int]:
@@ -73,9 +73,9 @@ class ConcurrentRuns(RunMode):
         """Stop the executor (see :meth:`RunExecutor.shutdown`)."""
         self.executor.shutdown(timeout_s)
 
-    def _start(self, key: Any, key_enc: str, ctx: Any, resume: bool) -> None:
-        """Submit the run of the head of the key's queue (after a restore: resume it)."""
-        value = next(iter(self.pending.get()))
+    def _start(self, key: Any, key_enc: str, value: Any, resume: bool) -> None:
+        """Submit the run of ``value``, the head of the key's queue (after a restore: resume
+        it)."""
         if resume:
             seq = self.running_seq.value()
         else:
@@ -110,7 +110,7 @@ class ConcurrentRuns(RunMode):
             if entry is None or entry[0] != seq:
                 # Restored from a checkpoint with this run in flight: resume it (its
                 # recorded actions and durable calls are replayed, not repeated).
-                self._start(key, key_enc, ctx, resume=True)
+                self._start(key, key_enc, next(iter(self.pending.get())), resume=True)
                 entry = self._runs[key_enc]
             _, value, future = entry
             if not future.done() and not end_of_input:
@@ -127,6 +127,6 @@ class ConcurrentRuns(RunMode):
                     ctx.timer_service().delete_event_time_timer(END_OF_INPUT)
                 return
             self.pending.add_all(queue)
-            self._start(key, key_enc, ctx, resume=False)
+            self._start(key, key_enc, queue[0], resume=False)
             if not end_of_input:
                 return

@@ -13,8 +13,10 @@ their thread waits (:func:`run_coroutine`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from typing import Any, Callable, Coroutine, Optional, TypeVar
 
@@ -61,6 +63,16 @@ async def _guarded(coro: Coroutine[Any, Any, T]) -> T:
         raise RuntimeError(f"an async run raised {type(exc).__name__}: {exc}") from exc
 
 
+def _settle(future: Future[Any], task: asyncio.Task[Any]) -> None:
+    """Hand a coroutine run's outcome to the future its submitter holds."""
+    if task.cancelled():
+        future.set_exception(asyncio.CancelledError())
+    elif task.exception() is not None:
+        future.set_exception(task.exception())
+    else:
+        future.set_result(task.result())
+
+
 def _start_loop(name: str) -> tuple[asyncio.AbstractEventLoop, threading.Thread]:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name=name, daemon=True)
@@ -83,6 +95,9 @@ class RunExecutor:
         self._lock = threading.Lock()
         self._futures: set[Future[Any]] = set()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._starts: deque[tuple[Callable[..., Coroutine[Any, Any, Any]], tuple[Any, ...],
+                                  Future[Any]]] = deque()
+        self._wakeup_due = False
 
     @property
     def in_flight(self) -> int:
@@ -95,12 +110,36 @@ class RunExecutor:
 
     def submit_async(self, fn: Callable[..., Coroutine[Any, Any, T]], *args: Any) -> Future[T]:
         """Start the coroutine ``fn(*args)`` on the executor's event loop; blocks while
-        ``max_in_flight`` runs execute."""
+        ``max_in_flight`` runs execute. Starts submitted while the loop has not picked up the
+        earlier ones go with them: one wake-up of the loop per batch, not per run."""
         def start() -> Future[T]:
-            if self._loop is None:
-                self._loop, _ = _start_loop("fae-async-runs")
-            return asyncio.run_coroutine_threadsafe(_guarded(fn(*args)), self._loop)
+            future: Future[T] = Future()
+            self._starts.append((fn, args, future))
+            if not self._wakeup_due:
+                self._wakeup_due = True
+                if self._loop is None:
+                    self._loop, _ = _start_loop("fae-async-runs")
+                self._loop.call_soon_threadsafe(self._start_batch)
+            return future
         return self._started(start)
+
+    def _start_batch(self) -> None:
+        """On the loop: start every coroutine submitted since the last batch."""
+        self._wakeup_due = False
+        loop, starts = self._loop, self._starts
+        assert loop is not None
+        while starts:
+            fn, args, future = starts.popleft()
+            if future.set_running_or_notify_cancel():
+                task = loop.create_task(_guarded(fn(*args)))
+                task.add_done_callback(functools.partial(_settle, future))
+
+    def _cancel_tasks(self) -> None:
+        """On the loop: cancel the coroutine runs, then stop the loop."""
+        assert self._loop is not None
+        for task in asyncio.all_tasks(self._loop):
+            task.cancel()
+        self._loop.call_soon(self._loop.stop)
 
     def _started(self, start: Callable[[], Future[T]]) -> Future[T]:
         self._slots.acquire()
@@ -132,9 +171,7 @@ class RunExecutor:
         self._pool.shutdown(wait=False, cancel_futures=True)
         _, not_done = wait(running, timeout=timeout_s)
         if self._loop is not None:
-            for future in not_done:
-                future.cancel()  # a coroutine run: cancelled on its loop
-            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop.call_soon_threadsafe(self._cancel_tasks)
         if not_done:
             _log.warning("%d runs still executing %.0fs after close; they finish in the "
                          "background", len(not_done), timeout_s)
