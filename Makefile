@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.fae-installed-$(shell cat setup.py constraints.txt | sha1sum | cut -c1-12)
 
-.PHONY: help setup jar run kafka-broker demo test test-fast lint bench mutate clean
+.PHONY: help setup jar run kafka-broker demo test test-fast lint bench mutate fuzz clean
 
 help:
 	@echo "make run       set up, then run the main job on the local mini-cluster"
@@ -19,6 +19,8 @@ help:
 	@echo "               (MUTATE_WORKERS=2 to test two mutants at once)"
 	@echo "make bench-anchor  the same agent on Apache Flink Agents 0.3.1 and on this package;"
 	@echo "               writes bench-results-anchor.json (BENCH_ANCHOR_ARGS=--quick for a smoke run)"
+	@echo "make fuzz      random runs of the protocol model until a counterexample or FUZZ_SECONDS"
+	@echo "               (FUZZ_EXAMPLES, FUZZ_STEPS, FUZZ_ENABLE=switch,...|all; README, Testing)"
 	@echo "make jar       build the bridge jar (done automatically at first use)"
 	@echo "make clean     remove build output (keeps the venv)"
 
@@ -82,6 +84,16 @@ BENCH_ANCHOR_ARGS ?=
 .PHONY: bench-anchor
 bench-anchor: jar
 	$(PY) -m bench.anchor $(BENCH_ANCHOR_ARGS)
+
+# Long random runs of the protocol model (tests/protocol_model.py; README "Testing the
+# protocol"): prints the minimal counterexample and fails, or passes after FUZZ_SECONDS.
+FUZZ_SECONDS  ?= 300
+FUZZ_EXAMPLES ?= 200
+FUZZ_STEPS    ?= 60
+FUZZ_ENABLE   ?=
+fuzz: setup
+	$(PY) -m tests.protocol_fuzz --seconds $(FUZZ_SECONDS) --examples $(FUZZ_EXAMPLES) \
+		--steps $(FUZZ_STEPS) $(if $(FUZZ_ENABLE),--enable $(FUZZ_ENABLE))
 
 clean:
 	rm -rf flink_agents_ext/_build build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache \

@@ -424,8 +424,10 @@ class KeyedFunctionHarness:
         and its restore callback runs after ``open``.
 
         Args:
-            job_id: ``None`` (default): a failover of this harness's job (the next attempt);
-                another id: a new job resumed from the snapshot (``flink run -s``).
+            job_id: ``None`` (default): a failover of this harness's job (the next attempt;
+                checkpoint ids continue after the newest this harness took); another id: a
+                new job resumed from the snapshot (``flink run -s``; ids continue after the
+                snapshot's).
             attempt: the attempt number (default: the next one after a failover, 0 for a
                 new job).
         """
@@ -436,7 +438,11 @@ class KeyedFunctionHarness:
         timeline = JobTimeline(snapshot.lineage, jid, attempt, snapshot.checkpoint_id,
                                snapshot.job_id)
         restored = KeyedFunctionHarness(function, snapshot.keyed_state, timeline=timeline)
-        restored._last_checkpoint = snapshot.checkpoint_id
+        # As Flink numbers checkpoints: a failover keeps the job's counter (no id repeats);
+        # a new job resumed from a checkpoint continues after the restored one's id (so it
+        # can repeat ids of the branch it abandoned).
+        restored._last_checkpoint = (max(self._last_checkpoint, snapshot.checkpoint_id)
+                                     if same_job else snapshot.checkpoint_id)
         # Timers are part of a checkpoint; overdue ones fire as soon as time advances.
         restored._timers = set(snapshot.timers)
         restored._event_timers = set(snapshot.event_timers)
