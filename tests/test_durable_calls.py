@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -59,6 +60,7 @@ def charge(x: int) -> int:
 
 def test_function_identity() -> None:
     assert function_identity(charge) == "billing.charge.v2"
+    assert function_identity(durable_name("late.name")(lambda: 0)) == "late.name"
     assert function_identity(exception_message) == \
         "flink_agents_ext.actions.context.exception_message"
     assert function_identity(Outer.Inner) == "tests.test_durable_calls.Outer.Inner"
@@ -86,7 +88,8 @@ def test_rebuild_exception() -> None:
                             ("tests.test_durable_calls.Outer.Inner", Outer.Inner)]:
         exc = rebuild_exception(error_type, "why")
         assert type(exc) is cls and exception_message(exc) == "why"
-    for error_type in ["no.such.module.Error", "builtins.int", "builtins.NoSuchError",
+    for error_type in ["no.such.module.Error", "builtins.int", "builtins.len",
+                       "builtins.NoSuchError",
                        "tests.test_durable_calls.NeedsTwo"]:
         exc = rebuild_exception(error_type, "why")
         assert type(exc) is ReplayedCallError
@@ -95,8 +98,8 @@ def test_rebuild_exception() -> None:
 
 def test_apply_memory_updates_says_whether_anything_changed() -> None:
     memory = {"a": 1, "b": 2}
-    assert not apply_memory_updates(memory, {"set": {"a": 1}, "unset": ["zz"]})
-    assert not apply_memory_updates(memory, {})
+    assert apply_memory_updates(memory, {"set": {"a": 1}, "unset": ["zz"]}) is False
+    assert apply_memory_updates(memory, {}) is False
     assert apply_memory_updates(memory, {"set": {"a": 5}, "unset": []})
     assert apply_memory_updates(memory, {"set": {}, "unset": ["b"]})
     assert apply_memory_updates(memory, {"set": {"c": None}, "unset": []})
@@ -234,10 +237,10 @@ def test_pending_entry_met_by_a_plain_call_runs_it_again(tmp_path: Path) -> None
 def test_async_durable_calls_replay(tmp_path: Path) -> None:
     ran: list[str] = []
 
-    async def fetch(x: str) -> str:
+    async def fetch(x: str, *, suffix: str = "") -> str:
         ran.append(x)
         await asyncio.sleep(0)
-        return x.upper()
+        return x.upper() + suffix
 
     async def lookup(x: str) -> str:
         ran.append("lookup " + x)
@@ -251,13 +254,13 @@ def test_async_durable_calls_replay(tmp_path: Path) -> None:
 
     @agent.action(on=INPUT)
     async def act(event: str, ctx: ActionContext) -> None:
-        ctx.emit(await ctx.durable_execute_async(fetch, event))
+        ctx.emit(await ctx.durable_execute_async(fetch, event, suffix="!"))
         ctx.emit(await ctx.durable_execute_reconcilable_async(pay, lookup, event))
 
     with pytest.raises(SystemExit):
         KeyedFunctionHarness(make(tmp_path, agent)).process_element("a", key="k")
     h = KeyedFunctionHarness(make(tmp_path, agent))
-    assert h.process_element("a", key="k") == ["A", "found a"]
+    assert h.process_element("a", key="k") == ["A!", "found a"]
     assert ran == ["a", "pay a", "lookup a"]
     assert h.function.stats()["durable_calls_replayed"] == 1
     assert h.function.stats()["durable_calls_run"] == 1
@@ -270,7 +273,7 @@ def test_what_an_action_sees_of_its_context(tmp_path: Path) -> None:
     def act(event: Any, ctx: ActionContext) -> None:
         ctx.emit([ctx.key, ctx.seq, ctx.event_type, ctx.action])
         for bad in ("", 1, None):
-            with pytest.raises(ValueError, match="event_type must be a non-empty string"):
+            with pytest.raises(ValueError, match=r"^event_type must be a non-empty string$"):
                 ctx.send(bad)  # type: ignore[arg-type]
         if ctx.event_type == INPUT:
             ctx.send("next")
@@ -342,3 +345,21 @@ def test_async_actions_run_in_a_child_forked_after_the_loop_started(tmp_path: Pa
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_nested_exception_classes_of_modules_not_imported_yet(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch
+                                                              ) -> None:
+    nested = "class Outer:\n    class Inner(Exception):\n        pass\n"
+    (tmp_path / "fae_top_mod.py").write_text(nested)
+    (tmp_path / "fae_pkg").mkdir()
+    (tmp_path / "fae_pkg" / "__init__.py").write_text("")
+    (tmp_path / "fae_pkg" / "sub.py").write_text(nested)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for error_type in ["fae_top_mod.Outer.Inner", "fae_pkg.sub.Outer.Inner"]:
+        exc = rebuild_exception(error_type, "deep")
+        assert type(exc).__qualname__ == "Outer.Inner", error_type
+        assert type(exc).__module__ == error_type.rsplit(".", 2)[0]
+        assert str(exc) == "deep"
+    for name in ["fae_top_mod", "fae_pkg", "fae_pkg.sub"]:
+        sys.modules.pop(name, None)

@@ -5,6 +5,7 @@ and values that JSON changes (tuples) being the same on the first run and on rep
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from pathlib import Path
@@ -12,8 +13,16 @@ from typing import Any
 
 import pytest
 
-from flink_agents_ext.actions import INPUT, ActionContext, Agent, DurableAgentFunction, execute_run
-from flink_agents_ext.actions.runner import _EMPTY_FORMS, _empty_forms
+from flink_agents_ext.actions import (
+    INPUT,
+    ActionContext,
+    ActionFailed,
+    Agent,
+    DurableAgentFunction,
+    RunResult,
+    execute_run,
+)
+from flink_agents_ext.actions.runner import _EMPTY_FORMS, _empty_forms, execute_run_async
 from flink_agents_ext.keys import encode_key
 from flink_agents_ext.serde import JsonSerializer, SerializationError
 from flink_agents_ext.store import SQLiteStore
@@ -369,3 +378,38 @@ def test_empty_forms_are_per_serializer_object():
     _EMPTY_FORMS[id(fresh)] = (JsonSerializer(), b"[]", b"{}")
     assert _empty_forms(fresh) == (b"p[]", b'p{"set":{},"unset":[]}')
     assert _empty_forms(fresh) == (b"p[]", b'p{"set":{},"unset":[]}')
+
+
+def test_execute_run_async_directly_runs_and_replays(tmp_path):
+    agent = Agent("async-chain")
+
+    async def look_up(n: int) -> int:
+        await asyncio.sleep(0)
+        return n + 100
+
+    @agent.action(on=INPUT)
+    async def first(n: int, ctx: ActionContext) -> None:
+        ctx.memory["n"] = n
+        ctx.emit(await ctx.durable_execute_async(look_up, n))
+        ctx.send("second", [n, ctx.key])
+
+    @agent.action(on="second")
+    async def second(payload: list, ctx: ActionContext) -> None:
+        if payload[0] < 0:
+            raise ValueError("negative")
+        ctx.emit(payload)
+
+    def run(store: SQLiteStore, seq: int, value: int, **options: Any) -> RunResult:
+        return asyncio.run(execute_run_async(agent, store, JsonSerializer(), NS, "k",
+                                             encode_key("k"), seq, value, {}, **options))
+
+    with SQLiteStore(str(tmp_path / "direct.db")) as store:
+        first_run, again = run(store, 0, 1), run(store, 0, 1)
+        with pytest.raises(ActionFailed, match=r"^action second: ValueError: negative$"):
+            run(store, 1, -1)
+        with pytest.raises(ActionFailed, match="run exceeded 1 actions"):
+            run(store, 2, 5, max_actions=1)
+        fresh = run(store, 0, 1, maybe_recorded=False)
+    assert first_run.outputs == again.outputs == fresh.outputs == [101, [1, "k"]]
+    assert first_run.seq == 0 and first_run.memory == {"n": 1}
+    assert (first_run.actions_run, again.actions_replayed, fresh.actions_run) == (2, 2, 2)
