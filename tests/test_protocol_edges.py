@@ -413,3 +413,32 @@ def test_execute_run_async_directly_runs_and_replays(tmp_path):
     assert first_run.outputs == again.outputs == fresh.outputs == [101, [1, "k"]]
     assert first_run.seq == 0 and first_run.memory == {"n": 1}
     assert (first_run.actions_run, again.actions_replayed, fresh.actions_run) == (2, 2, 2)
+
+
+def test_replay_with_another_input_counts_each_mismatch_and_names_the_action(tmp_path):
+    calls: list[str] = []
+    h = KeyedFunctionHarness(make(tmp_path, chain_agent(calls)))
+    h.process_element(1, key="k")
+    # A fresh instance is handed another input for the same key and sequence: both recorded
+    # actions are run afresh, and counted.
+    h2 = KeyedFunctionHarness(make(tmp_path, chain_agent(calls)))
+    assert h2.process_element(2, key="k") == ["first saw 2", "second saw 20"]
+    assert h2.function.stats()["input_mismatches"] == 2
+    assert calls == ["fetch 1", "fetch 2"]
+    # Another input that cannot be recorded at all: the run is dead-lettered, the action named.
+    small = Agent("small-replay")
+
+    @small.action(on=INPUT)
+    def act(event: Any, ctx: ActionContext) -> None:
+        ctx.emit("ok")
+
+    path = tmp_path / "small"
+    path.mkdir()
+    KeyedFunctionHarness(make(path, small, serializer=SmallSerializer())).process_element(
+        1, key="k")
+    h3 = KeyedFunctionHarness(make(path, small, serializer=SmallSerializer()))
+    assert h3.process_element("a much longer input value", key="k") == []
+    [letter] = letters(h3)
+    assert letter["action"] == "act" and letter["seq"] == 0
+    assert letter["reason"] == ("cannot record the effects of action act: the 'input' event it "
+                                "reacted to: 27 bytes is too long")
