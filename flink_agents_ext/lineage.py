@@ -37,6 +37,7 @@ from typing import Optional
 
 from flink_agents_ext.checkpoint.timeline import JobTimeline
 from flink_agents_ext.errors import NotRecoverableError
+from flink_agents_ext.pruning import check_restore_boundary
 from flink_agents_ext.store.base import ActionStateStore, LineageRecord
 
 _log = logging.getLogger(__name__)
@@ -160,6 +161,10 @@ class LineageGuard:
     def _restored(self, timeline: JobTimeline, checkpoint_id: int) -> None:
         source = timeline.restored_checkpoint_job_id or timeline.job_id
         current = self.store.get_lineage(self.namespace)
+        if not self.allow_reexecution and (current is None
+                                           or current.lineage == timeline.lineage):
+            # Before anything changes: a refused restore leaves the lineage as it was.
+            check_restore_boundary(self.store, self.namespace, checkpoint_id, False)
         if current is None:
             # Before lineages, or a cleared namespace: this lineage takes it as it is.
             history = resumed_history(LineageRecord(timeline.lineage), source, checkpoint_id,
@@ -197,6 +202,9 @@ class LineageGuard:
                 self.store.reset_namespace(self.namespace, record)
             else:
                 self.store.set_lineage(self.namespace, record)
+            # Records of older checkpoints may be gone: restores older than this one are
+            # refused from now on (unless re-execution is allowed again).
+            self.store.set_prune_boundary(self.namespace, checkpoint_id, force=True)
             return
         self.discarded_marks = self.store.discard_prune_marks(self.namespace, checkpoint_id)
         if self.discarded_marks:

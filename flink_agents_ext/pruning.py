@@ -48,6 +48,29 @@ def merge_max(into: dict[str, int], marks: Mapping[str, Any]) -> dict[str, int]:
     return into
 
 
+def check_restore_boundary(store: ActionStateStore, namespace: str, checkpoint_id: int,
+                           allow_reexecution: bool) -> None:
+    """Refuse a restore from ``checkpoint_id`` older than the prune boundary; with
+    ``allow_reexecution`` log it and lower the boundary to ``checkpoint_id`` instead.
+
+    Raises:
+        RestoreBoundaryError: the store pruned records that this restore needs.
+    """
+    boundary: Optional[int] = store.get_prune_boundary(namespace)
+    if boundary is None or checkpoint_id >= boundary:
+        return
+    message = (
+        f"restoring namespace {namespace!r} from checkpoint {checkpoint_id}, "
+        f"but its action records were pruned up to checkpoint {boundary}: completed "
+        f"actions after checkpoint {checkpoint_id} would run again. Restore from "
+        f"checkpoint {boundary} or later, raise the retention, or allow "
+        f"re-execution (allow_reexecution=True) to accept that.")
+    if not allow_reexecution:
+        raise RestoreBoundaryError(message)
+    _log.warning("%s Continuing: re-execution is allowed.", message)
+    store.set_prune_boundary(namespace, checkpoint_id, force=True)
+
+
 class PrunePolicy:
     """Checkpoint-driven pruning of one namespace, for one subtask.
 
@@ -127,18 +150,8 @@ class PrunePolicy:
         Raises:
             RestoreBoundaryError: the store pruned records that this restore needs.
         """
-        boundary: Optional[int] = self.store.get_prune_boundary(self.namespace)
-        if boundary is not None and checkpoint_id < boundary:
-            message = (
-                f"restoring namespace {self.namespace!r} from checkpoint {checkpoint_id}, "
-                f"but its action records were pruned up to checkpoint {boundary}: completed "
-                f"actions after checkpoint {checkpoint_id} would run again. Restore from "
-                f"checkpoint {boundary} or later, raise the retention, or allow "
-                f"re-execution (allow_reexecution=True) to accept that.")
-            if not self.allow_reexecution:
-                raise RestoreBoundaryError(message)
-            _log.warning("%s Continuing: re-execution is allowed.", message)
-            self.store.set_prune_boundary(self.namespace, checkpoint_id, force=True)
+        check_restore_boundary(self.store, self.namespace, checkpoint_id,
+                               self.allow_reexecution)
         self._completed.clear()
         pruned = self.on_complete(checkpoint_id, payloads)
         if self.retention == 1:

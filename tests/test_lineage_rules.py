@@ -15,6 +15,7 @@ import pytest
 from flink_agents_ext.actions import INPUT, ActionContext, Agent, DurableAgentFunction
 from flink_agents_ext.keys import encode_key
 from flink_agents_ext.lineage import ForeignLineageError, LineageError
+from flink_agents_ext.pruning import RestoreBoundaryError
 from flink_agents_ext.store import SQLiteStore
 from flink_agents_ext.testing import KeyedFunctionHarness
 from tests.test_restore_timelines import NS, Calls, agent, item
@@ -202,3 +203,35 @@ def test_a_run_that_outlives_close_timeout_cannot_write_the_new_attempts_records
     finally:
         gate.set()
         shared.really_close()
+
+
+def test_a_refused_restore_leaves_the_lineage_as_it_was(db):
+    """Model counterexample C4: the boundary refusal came after the lineage was changed."""
+    calls = Calls()
+    a = KeyedFunctionHarness(fn(db, calls), job_id="job-a")
+    s1 = a.snapshot()
+    a.notify_complete(s1.checkpoint_id)
+    a.process_element(item(1), key="k")
+    s2 = a.snapshot()  # stop with savepoint: prunes run 1, boundary 2
+    a.notify_complete(s2.checkpoint_id)
+    a.close()
+    a.restore(s2, fn(db, calls), job_id="job-b").close()
+    with pytest.raises(RestoreBoundaryError, match="pruned up to checkpoint 2"):
+        a.restore(s1, fn(db, calls), job_id="job-c")
+    d = a.restore(s2, fn(db, calls), job_id="job-d")  # the branch's savepoint still works
+    assert d.process_element(item(2), key="k") == [{"id": 2, "label": "label(text 2)"}]
+
+
+def test_taking_a_namespace_back_refuses_older_restores_afterwards(db):
+    """Model counterexample C5: after an allow_reexecution take-back the boundary was gone,
+    so an older restore without it replayed from records the fresh start had removed."""
+    calls = Calls()
+    a = KeyedFunctionHarness(fn(db, calls), job_id="job-a")
+    s1 = a.snapshot()
+    a.process_element(item(1), key="k")
+    s2 = a.snapshot()
+    a.close()
+    KeyedFunctionHarness(fn(db, calls), job_id="job-f").close()  # removes job a's records
+    a.restore(s2, fn(db, calls, allow_reexecution=True, retention=2), job_id="job-g").close()
+    with pytest.raises(RestoreBoundaryError):
+        a.restore(s1, fn(db, calls), job_id="job-h")
