@@ -97,6 +97,9 @@ class PrunePolicy:
         self.allow_reexecution = allow_reexecution
         self._check_head = check_head
         self._carry: dict[str, int] = {}
+        # (id, marks) of aborted snapshots: a later checkpoint's completion covers them,
+        # also when it was taken before the abort was notified.
+        self._aborted: list[tuple[int, dict[str, int]]] = []
         self._completed: deque[int] = deque(maxlen=retention)
 
     def snapshot_payload(self, changed: Mapping[str, int]) -> dict[str, int]:
@@ -106,9 +109,11 @@ class PrunePolicy:
         return payload
 
     def on_aborted(self, payloads: Sequence[CheckpointPayload]) -> None:
-        """An aborted snapshot's marks are carried into the next snapshot, never applied."""
+        """An aborted snapshot's marks are carried into the next snapshot, and applied by
+        the completion of any later checkpoint (one taken before the abort arrived, too)."""
         for p in payloads:
             merge_max(self._carry, p.payload or {})
+            self._aborted.append((p.checkpoint_id, dict(p.payload or {})))
 
     def on_complete(self, checkpoint_id: int, payloads: Sequence[CheckpointPayload]) -> int:
         """Checkpoint ``checkpoint_id`` completed: record its marks, prune what retention
@@ -116,6 +121,10 @@ class PrunePolicy:
         marks: dict[str, int] = {}
         for p in payloads:
             merge_max(marks, p.payload or {})
+        for aborted, carried in self._aborted:
+            if aborted < checkpoint_id:
+                merge_max(marks, carried)
+        self._aborted = [(a, m) for a, m in self._aborted if a >= checkpoint_id]
         if self._completed and checkpoint_id <= self._completed[-1]:
             return 0  # a late notification: already covered
         if self._check_head is not None and (marks or self.retention > 1):

@@ -240,7 +240,8 @@ class ProtocolMachine(RuleBasedStateMachine):
     # -- checkpoints --------------------------------------------------------------------
     def _take(self, savepoint: bool) -> Snap:
         assert self.h is not None
-        before = self._size()
+        self.h.function.store.flush()  # as the snapshot does first: group commit's puts
+        before = self._size()           # are counted before, not during the snapshot
         hs = self.h.snapshot()
         assert self._size() >= before, "records were pruned at a snapshot"
         uid = len(self.snaps)
@@ -323,10 +324,14 @@ class ProtocolMachine(RuleBasedStateMachine):
 
     def _targets(self) -> list[Snap]:
         """What a new job may be resumed from: any completed checkpoint or savepoint of
-        any job (only the latest retained one while ``older_restore`` is off)."""
-        if "older_restore" in self.enabled:
-            return [s for s in self.snaps if s.savepoint or s.uid in self.completed_uids]
-        return self.job.retained()[-1:]
+        any job (only the latest retained one while ``older_restore`` is off; only those
+        Flink retains for the current job while ``refused_restore`` is off)."""
+        if "older_restore" not in self.enabled:
+            return self.job.retained()[-1:]
+        targets = [s for s in self.snaps if s.savepoint or s.uid in self.completed_uids]
+        if "refused_restore" not in self.enabled:
+            targets = [s for s in targets if self._must_restore(s)]
+        return targets
 
     def _must_restore(self, snap: Snap) -> bool:
         """Flink still retains ``snap`` for the current job: a restore must succeed."""

@@ -20,19 +20,25 @@ KEYS = (1, 1.0, True, "1", "b")
 RECORDS_PER_RUN = 4
 #: Rules that reach bugs of issue 10 not fixed on main yet. Off in ``make test`` until the
 #: fix lands (then they move to :data:`ENABLED_BY_DEFAULT`); ``make fuzz
-#: ENABLE=fresh_start,...`` or ``FAE_MODEL_ENABLE`` turns them on.
+#: FUZZ_ENABLE=refused_restore,...`` or ``FAE_MODEL_ENABLE`` turns them on.
 KNOWN_UNFIXED: dict[str, str] = {
     "fresh_start": "a fresh start (a new job, no restore) on a used namespace replays the "
                    "earlier job's records; the earlier job's prune boundary refuses the "
-                   "new job's restores",
+                   "new job's restores (fixed: 6356ae7)",
     "older_restore": "a restore from a retained checkpoint older than the latest, or a "
                      "savepoint, with retention >= 2 applies the abandoned branch's prune "
-                     "marks (calls run twice)",
+                     "marks (calls run twice) (fixed: 6356ae7)",
     "retention_change": "a new job with retention 1 resumed from a job with retention >= 2 "
                         "never applies the prune marks that job left in the store (its "
-                        "covered records stay until their key runs again)",
+                        "covered records stay until their key runs again) (fixed: b8bb336)",
+    "refused_restore": "a resume from a checkpoint or savepoint Flink no longer retains for "
+                       "the current job: a refused one still moves the lineage's history and "
+                       "drops marks, so the legitimate resume after it is refused too; one "
+                       "accepted with allow_reexecution over another lineage leaves no prune "
+                       "boundary, so a later older restore replays from records that are gone",
 }
-ENABLED_BY_DEFAULT: frozenset[str] = frozenset()
+ENABLED_BY_DEFAULT: frozenset[str] = frozenset(
+    {"fresh_start", "older_restore", "retention_change"})
 
 
 def enabled_from_env(default: frozenset[str] = ENABLED_BY_DEFAULT) -> frozenset[str]:

@@ -24,6 +24,25 @@ def test_protocol_against_the_reference_model() -> None:
     run_state_machine_as_test(machine(enabled_from_env()), settings=FIXED)
 
 
+def test_an_abort_notified_after_a_later_snapshot_is_covered_by_its_completion() -> None:
+    """A counterexample the model found (C6 in the notes): the marks of aborted snapshot 2
+    waited for the next snapshot although checkpoint 3, taken before the abort arrived,
+    completed and covers them (the records stayed; lost at a failure before snapshot 4)."""
+    state = machine(frozenset())()
+    try:
+        state.start(retention=1, commit="each", max_in_flight=0, allow_reexecution=False)
+        state.snapshot()
+        state.input(block=False, key=1)
+        state.snapshot()
+        state.snapshot()
+        state.abort(i=1, notify=True)
+        state.complete(i=1, notify=True)
+        state.store_is_bounded()
+        assert state.reader.size("model") == 0
+    finally:
+        state.teardown()
+
+
 def _prune_at_snapshot(monkeypatch: pytest.MonkeyPatch) -> None:
     """Prunes what a snapshot captures at once, before its checkpoint completes."""
     original = PrunePolicy.snapshot_payload
@@ -61,7 +80,7 @@ HUNT = settings(derandomize=True, max_examples=200, stateful_step_count=25, dead
 def test_the_model_finds_a_deliberately_broken_pruning_policy(
         name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     BROKEN[name](monkeypatch)
-    with pytest.raises(AssertionError) as found:
-        run_state_machine_as_test(machine(enabled_from_env()), settings=HUNT)
+    with pytest.raises(AssertionError) as found:  # the core rules, without the switches
+        run_state_machine_as_test(machine(frozenset()), settings=HUNT)
     message: Any = found.value
     assert str(message), "the model failed without saying why"
