@@ -35,10 +35,10 @@ def parse() -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     p.add_argument("--sides", default="anchor," + ",".join(OURS))
     p.add_argument("--trivial-runs", type=int, default=30_000, help="(a), ours")
-    p.add_argument("--anchor-trivial-runs", type=int, default=5_000, help="(a), anchor")
-    p.add_argument("--slow-runs", type=int, default=4_096, help="(b), both")
+    p.add_argument("--anchor-trivial-runs", type=int, default=2_000, help="(a), anchor")
+    p.add_argument("--slow-runs", type=int, default=2_048, help="(b), both")
     p.add_argument("--recovery-runs", type=int, default=100_000, help="(c)")
-    p.add_argument("--anchor-budget-s", type=float, default=240,
+    p.add_argument("--anchor-budget-s", type=float, default=120,
                    help="(c): the anchor's runs before the failure are scaled down to what "
                         "its rate in (a) completes in this time")
     p.add_argument("--profile", action="store_true",
@@ -51,10 +51,9 @@ def parse() -> argparse.Namespace:
     return args
 
 
-def best(outcomes: list[Outcome], key: str = "rate") -> Optional[Outcome]:
-    """The outcome with the highest ``key`` among the successful ones."""
-    ok = [o for o in outcomes if o.ok and o.figures.get(key) is not None]
-    return max(ok, key=lambda o: o.figures[key]) if ok else None
+def tail(runs: int) -> int:
+    """Inputs after the failure point: enough to see new outputs, few for a slow side."""
+    return max(200, runs // 50)
 
 
 def main() -> int:
@@ -105,7 +104,8 @@ def main() -> int:
         # (c) + (d): recovery after N completed runs, then the store
         recovery: dict[str, Outcome] = {}
         for s in ours:
-            recovery[s] = go(s, "trivial", "c", n=args.recovery_runs + 2000, keys=1000,
+            recovery[s] = go(s, "trivial", "c", n=args.recovery_runs + tail(args.recovery_runs),
+                             keys=1000,
                              fail_at=args.recovery_runs, timeout=900, inspect=True)
         anchor_runs = args.recovery_runs
         a_rate = trivial.get("anchor") and trivial["anchor"].figures.get("rate")
@@ -113,13 +113,14 @@ def main() -> int:
             if a_rate:
                 scaled = int(a_rate * args.anchor_budget_s) // 1000 * 1000
                 anchor_runs = max(1000, min(args.recovery_runs, scaled))
-            recovery["anchor"] = go("anchor", "trivial", "c", n=anchor_runs + 2000, keys=1000,
-                                    fail_at=anchor_runs, timeout=1200, inspect=True)
+            recovery["anchor"] = go("anchor", "trivial", "c", n=anchor_runs + tail(anchor_runs),
+                                    keys=1000, fail_at=anchor_runs, timeout=1200, inspect=True)
         same_scale: dict[str, Outcome] = {}
         if anchor_runs < args.recovery_runs:
             for s in ours:
-                same_scale[s] = go(s, "trivial", "c@anchor-scale", n=anchor_runs + 2000,
-                                   keys=1000, fail_at=anchor_runs, timeout=900)
+                same_scale[s] = go(s, "trivial", "c@anchor-scale",
+                                   n=anchor_runs + tail(anchor_runs), keys=1000,
+                                   fail_at=anchor_runs, timeout=900)
         results.update(report.summarise(trivial, slow, recovery, same_scale,
                                         args.recovery_runs, anchor_runs))
         if args.profile:

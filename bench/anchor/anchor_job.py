@@ -83,7 +83,7 @@ def main() -> None:
     conf.set_string("python.executable", sys.executable)
     conf.set_string("python.client.executable", sys.executable)
     conf.set_string("restart-strategy.type", "fixed-delay")
-    conf.set_string("restart-strategy.fixed-delay.attempts", "3")
+    conf.set_string("restart-strategy.fixed-delay.attempts", "10")
     conf.set_string("restart-strategy.fixed-delay.delay", "0 ms")
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(1)

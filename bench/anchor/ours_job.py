@@ -103,7 +103,7 @@ def main() -> None:
     conf = Configuration()
     conf.set_string("python.fn-execution.bundle.size", "1000")
     conf.set_string("restart-strategy.type", "fixed-delay")
-    conf.set_string("restart-strategy.fixed-delay.attempts", "3")
+    conf.set_string("restart-strategy.fixed-delay.attempts", "10")
     conf.set_string("restart-strategy.fixed-delay.delay", "0 ms")
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     configure_environment(env, "thread")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,8 +86,10 @@ def run(side: str, case: str, services: Services, *, n: int, keys: int,
         topic = f"fae-anchor-{tag}"
         argv = [*common, "--bootstrap", services.bootstrap, "--topic", topic,
                 "--partitions", PARTITIONS, "--threads", max(in_flight, 1)]
+        started = time.time()
         job = run_job("bench.anchor.anchor_job", argv, timeout=timeout, env=env,
                       python=services.anchor_python, monitor=services.monitor)
+        restarts = anchor_topic_check_failures(services.anchor_python, started)
     else:
         config, namespace = store_config(side, services, tag)
         stats_path = str(services.work / f"{tag}.stats")
@@ -97,6 +100,8 @@ def run(side: str, case: str, services: Services, *, n: int, keys: int,
     rows = probe.read(probe_path)
     summary = probe.summarise(rows, n)
     out = Outcome(side, case, job.ok, dict(summary), seconds=job.seconds)
+    if side == "anchor":
+        out.figures["topic_check_failures"] = restarts
     if not job.ok:
         out.error = _job_error(job, timeout)
         return out
@@ -110,6 +115,21 @@ def run(side: str, case: str, services: Services, *, n: int, keys: int,
             with open(stats_path) as fh:
                 out.figures["stats"] = [json.loads(line) for line in fh if line.strip()][-1]
     return out
+
+
+def anchor_topic_check_failures(python: str, since: float) -> Optional[int]:
+    """How often the anchor's store failed to open in a run: its topic check waits 100 ms
+    for the broker's topic list (``KafkaActionStateStore.maybeCreateTopic``), and each miss
+    fails the task (a restart). Counted in the local Flink logs written since ``since``."""
+    logs = list((Path(python).parent.parent / "lib").glob(
+        "python3*/site-packages/pyflink/log/flink-*.log"))
+    count = 0
+    for log in logs:
+        if log.stat().st_mtime >= since:
+            count += log.read_text(errors="replace").count(
+                "ERROR org.apache.flink.agents.runtime.actionstate.KafkaActionStateStore [] - "
+                "Failed to create or verify Kafka topic")
+    return count if logs else None
 
 
 def inspect_store(side: str, services: Services, tag: str) -> dict[str, Any]:
