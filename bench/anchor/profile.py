@@ -151,7 +151,7 @@ def run_all(services: Services, args: Any) -> dict[str, str]:
     """Profile (a) on the anchor and on our SQLite store; return the summary files."""
     OUT.mkdir(exist_ok=True)
     written: dict[str, str] = {}
-    for side, n in (("anchor", args.anchor_trivial_runs * 2), ("sqlite", args.trivial_runs * 2)):
+    for side, n in (("anchor", args.anchor_trivial_runs // 2), ("sqlite", args.trivial_runs // 2)):
         profiler = Profiler(side, services.work)
         services.monitor = profiler
         try:

@@ -93,6 +93,7 @@ def summarise(trivial: dict[str, Outcome], slow: dict[str, Outcome],
             "recovery_s_at_anchor_scale":
                 same_scale[side].figures.get("recovery_s") if side in same_scale else None,
             "store_after_recovery_run": _store(r),
+            "store_after_anchor_scale_run": _store(same_scale.get(side)),
             "stats_after_recovery_run": r.figures.get("stats") if r is not None else None,
         }
     anchor_rec = recovery.get("anchor")
@@ -151,9 +152,15 @@ def table(results: dict[str, Any]) -> None:
         line += "".join(f"{_fmt(v.get(key), spec):>16}" for v in ours.values())
         print(line)
     print("(d) store after (c):")
+    scale = results.get("anchor_ratio_recovery_runs_before_failure") or 0
     for side, v in [("anchor", a), *ours.items()]:
-        runs = v.get("recovery_runs_before_failure") or 0
-        print(f"    {side}: {_store_line(v.get('store_after_recovery_run'), runs)}")
+        if v.get("store_after_anchor_scale_run"):
+            print(f"    {side} ({scale:,} runs): "
+                  f"{_store_line(v['store_after_anchor_scale_run'], scale)}")
+        if v.get("store_after_recovery_run"):
+            runs = v.get("recovery_runs_before_failure") or 0
+            print(f"    {side} ({runs:,} runs): "
+                  f"{_store_line(v['store_after_recovery_run'], runs)}")
     for label, err in (a.get("errors") or {}).items():
         print(f"anchor could not run ({label}): {err}")
     print(f"ratios: trivial {_fmt(results.get('anchor_ratio_throughput_trivial'), '.2f')} "

@@ -109,7 +109,7 @@ def run(side: str, case: str, services: Services, *, n: int, keys: int,
         out.ok, out.error = False, f"the probe saw no complete run: {rows[-5:]}"
         return out
     if inspect:
-        out.figures["store"] = inspect_store(side, services, tag)
+        out.figures["store"] = {"run": tag, **inspect_store(side, services, tag)}
         out.figures["runs"] = n
         if side != "anchor":
             with open(stats_path) as fh:

@@ -4,7 +4,7 @@
   messages in its log (end - start offsets), the distinct keys, the keys whose last message
   is a tombstone (removed by the log cleaner at the next compaction; the records are then
   gone) and the keys still live (compaction keeps the last message of each key), and the
-  bytes of its partitions on the broker's disk;
+  bytes of its partitions' log segments on the broker's disk;
 * our SQL stores: the records left in the namespace and the bytes of the file (SQLite, with
   its WAL) or of the tables (PostgreSQL, ``pg_total_relation_size``).
 """
@@ -20,8 +20,9 @@ from typing import Any, Optional
 __all__ = ["kafka_topic", "sql_store"]
 
 
-def _dir_bytes(paths: list[Path]) -> int:
-    return sum(f.stat().st_size for p in paths for f in p.rglob("*") if f.is_file())
+def _log_bytes(paths: list[Path]) -> int:
+    """Bytes of the partitions' log segments (the messages; not the preallocated indexes)."""
+    return sum(f.stat().st_size for p in paths for f in p.glob("*.log"))
 
 
 def kafka_topic(bootstrap: str, topic: str, data_dir: Optional[Path],
@@ -65,7 +66,7 @@ def kafka_topic(bootstrap: str, topic: str, data_dir: Optional[Path],
     tombstoned = sum(1 for dead in last.values() if dead)
     disk = None
     if data_dir is not None and data_dir.is_dir():
-        disk = _dir_bytes([d for d in data_dir.iterdir()
+        disk = _log_bytes([d for d in data_dir.iterdir()
                            if d.is_dir() and d.name.rsplit("-", 1)[0] == topic])
     return {"messages": messages, "keys": len(last), "tombstoned_keys": tombstoned,
             "live_keys": len(last) - tombstoned, "disk_bytes": disk}
