@@ -57,8 +57,8 @@ def _jvm(pid: int) -> Optional[int]:
 
 
 class Profiler:
-    """A ``run_job`` monitor: starts py-spy and JFR on the job's JVM when the newest probe
-    file of ``work`` shows an input, and stops them ``SECONDS`` later."""
+    """A ``run_job`` monitor: starts py-spy and JFR on the job's JVM when the side's newest
+    probe file in ``work`` shows an input, and stops them ``SECONDS`` later."""
 
     def __init__(self, side: str, work: Path) -> None:
         self.side, self.work = side, work
@@ -70,7 +70,8 @@ class Profiler:
         self.done = False
 
     def _running(self) -> bool:
-        probes = sorted(self.work.glob("*.probe"), key=lambda p: p.stat().st_mtime)
+        probes = sorted(self.work.glob(f"*-{self.side}-*.probe"),
+                        key=lambda p: p.stat().st_mtime)
         return bool(probes) and '"input"' in probes[-1].read_text()
 
     def __call__(self, proc: Any) -> None:
@@ -151,7 +152,8 @@ def run_all(services: Services, args: Any) -> dict[str, str]:
     """Profile (a) on the anchor and on our SQLite store; return the summary files."""
     OUT.mkdir(exist_ok=True)
     written: dict[str, str] = {}
-    for side, n in (("anchor", args.anchor_trivial_runs // 2), ("sqlite", args.trivial_runs // 2)):
+    plan = [("anchor", args.anchor_trivial_runs // 2), ("sqlite", args.trivial_runs // 2)]
+    for side, n in [(s, n) for s, n in plan if s in args.sides]:
         profiler = Profiler(side, services.work)
         services.monitor = profiler
         try:
