@@ -21,6 +21,7 @@ from flink_agents_ext.actions import (
     ActionContext,
     Agent,
     DurableAgentFunction,
+    Memory,
     ReplayedCallError,
     durable_name,
 )
@@ -363,3 +364,10 @@ def test_nested_exception_classes_of_modules_not_imported_yet(tmp_path: Path,
         assert str(exc) == "deep"
     for name in ["fae_top_mod", "fae_pkg", "fae_pkg.sub"]:
         sys.modules.pop(name, None)
+
+
+def test_memory_over_a_plain_mapping() -> None:
+    memory = Memory({"a": 1})
+    assert memory.get("a") == 1 and list(memory) == ["a"]
+    memory["b"] = 2
+    assert memory.updates() == {"set": {"b": 2}, "unset": []}

@@ -61,13 +61,16 @@ def test_equal_python_values_of_different_types_encode_differently() -> None:
 
 @pytest.mark.parametrize("value", [float("nan"), (1, float("nan")), {"x": float("nan")}])
 def test_nan_cannot_be_encoded(value: Any) -> None:
-    with pytest.raises(KeyEncodingError, match="NaN has no stable identity"):
+    with pytest.raises(KeyEncodingError,
+                       match=r"^NaN has no stable identity and cannot be encoded$"):
         encode_key(value)
 
 
-@pytest.mark.parametrize("value", [object(), {1, 2}, (1, object()), [frozenset()]])
-def test_other_types_name_the_type(value: Any) -> None:
-    with pytest.raises(KeyEncodingError, match=r"values of type builtins\.\w+ have no stable "
+@pytest.mark.parametrize("value, name", [(object(), "builtins.object"), ({1, 2}, "builtins.set"),
+                                         ((1, object()), "builtins.object"),
+                                         ([frozenset()], "builtins.frozenset")])
+def test_other_types_name_the_type(value: Any, name: str) -> None:
+    with pytest.raises(KeyEncodingError, match=rf"^values of type {name} have no stable "
                                                r"encoding; use None, bool, int"):
         encode_key(value)
     assert issubclass(KeyEncodingError, ValueError)
