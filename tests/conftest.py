@@ -42,7 +42,7 @@ def run_module(module: str, args: list[str], timeout: int = JOB_TIMEOUT_S, *,
 
 
 def run_with_upstream_race_retries(run: Callable[[], T], reset: Callable[[], None],
-                                   attempts: int = 3) -> T:
+                                   attempts: int = 5) -> T:
     """``run()`` (a process-mode failover job); when it hits the known PyFlink race,
     ``reset()`` its outputs and run it again, at most ``attempts`` times in all."""
     for attempt in range(1, attempts + 1):
