@@ -346,7 +346,8 @@ def test_by_config_sums_per_dimension(tmp_path: Path) -> None:
 def test_short_chaos_run(tmp_path: Path) -> None:
     """4 trials (failure points 1-4) in configurations drawn from a printed seed (random
     unless FAE_CHAOS_SEED), each against a reference run: no recorded durable call executed
-    twice, nothing lost, every bad input dead-lettered, the store empty at the end. Proves
+    twice, nothing lost, every bad input dead-lettered, the store empty at the end (with
+    retention 2: only runs the final checkpoint's prune marks cover). Proves
     what harness tests cannot: real failovers, savepoints and restores of the main job."""
     results = tmp_path / "chaos-results.json"
     seed = os.environ.get("FAE_CHAOS_SEED") or str(random.SystemRandom().randrange(10**6))
@@ -366,7 +367,11 @@ def test_short_chaos_run(tmp_path: Path) -> None:
     assert data["duplicates"] == 0, report
     assert data["lost"] == 0 and data["unexpected"] == 0, report
     assert data["dead_lettered"] == 4 * len(bad_inputs()), report
-    assert data["store_records_left"] == 0, report
+    # Retention 1 leaves nothing; retention 2 keeps only the runs the final checkpoint's prune
+    # marks cover (a retained checkpoint stays restorable): none may be left unmarked.
+    by_retention = data["by_config"]["retention"]
+    assert by_retention.get("1", {}).get("store_records_left", 0) == 0, report
+    assert all(c["store_runs_unmarked"] == 0 for c in by_retention.values()), report
     assert {"unrecorded", "snapshot", "notify"} <= set(data["by_kind"]), report
     assert sum(c["trials"] for c in data["by_config"]["mode"].values()) == 4, report
     assert proc.returncode == 0 and data["passed"], report
