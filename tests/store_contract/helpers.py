@@ -17,7 +17,7 @@ from flink_agents_ext.store.base import (
     RecordId,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository root
 
 #: Opens a new store object on the test's database.
 StoreFactory = Callable[[], ActionStateStore]
