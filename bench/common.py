@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import tempfile
 import time
 
 from scripts import ROOT
 from scripts.jobrun import run_job as _run
 
-__all__ = ["ROOT", "Clock", "rate", "run_job"]
+__all__ = ["ROOT", "Clock", "machine", "rate", "run_job"]
 
 
 def run_job(module: str, args: list[str], timeout: int = 600) -> list[dict]:
@@ -52,3 +53,16 @@ class Clock:
         with open(path, "a") as fh:
             fh.write(json.dumps({"records": self.seen, "seconds": self.last - self.first})
                      + "\n")
+
+
+def machine() -> dict[str, object]:
+    """The machine a benchmark ran on: CPU model, cores, Python, system."""
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            cpu = next(line.split(":", 1)[1].strip() for line in fh
+                       if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
+            "system": platform.platform()}

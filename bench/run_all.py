@@ -6,8 +6,6 @@ Each benchmark measures its two sides in the same run on the same machine.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import time
 
 from bench import (
@@ -20,19 +18,7 @@ from bench import (
     snapshot_cost,
     store_growth,
 )
-from bench.common import ROOT
-
-
-def machine() -> dict[str, object]:
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh
-                       if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "system": platform.platform()}
+from bench.common import ROOT, machine
 
 
 def main() -> None:

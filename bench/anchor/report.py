@@ -3,25 +3,17 @@
 from __future__ import annotations
 
 import os
-import platform
 from typing import Any, Optional
 
+from bench import common
 from bench.anchor.sides import Outcome
 
 __all__ = ["as_dict", "machine", "say", "summarise", "table"]
 
 
 def machine() -> dict[str, Any]:
-    """The machine the run was made on."""
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as fh:
-            cpu = next(line.split(":", 1)[1].strip() for line in fh
-                       if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "load_avg_1m_at_start": round(os.getloadavg()[0], 2)}
+    """The machine the run was made on, and its load when the run started."""
+    return {**common.machine(), "load_avg_1m_at_start": round(os.getloadavg()[0], 2)}
 
 
 def as_dict(o: Outcome) -> dict[str, Any]:
