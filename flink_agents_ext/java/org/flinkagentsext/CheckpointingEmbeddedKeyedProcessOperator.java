@@ -43,13 +43,10 @@ public class CheckpointingEmbeddedKeyedProcessOperator<K, IN, OUT>
     private final TypeInformation<IN> inputType;
     private long completionIntervalMs;
 
-    private transient LedgerState ledger;
-    private transient TimelineState timeline;
+    private transient BridgeLifecycle bridge;
     private transient LinkedHashSet<Object> changedKeys;
     private transient Iterator<Object> keyCursor;
-    private transient boolean bridgeOpen;
     private transient boolean userFunctionClosed;
-    private transient CompletionDrain completions;
     private transient HashMap<Long, Object> handleKeys;
     private transient long nextHandle;
 
@@ -71,22 +68,17 @@ public class CheckpointingEmbeddedKeyedProcessOperator<K, IN, OUT>
     public void initializeState(StateInitializationContext context) throws Exception {
         super.initializeState(context);
         changedKeys = new LinkedHashSet<>();
-        bridgeOpen = false;
         userFunctionClosed = false;
-        ledger = LedgerState.initialize(context);
-        timeline = TimelineState.initialize(context, getRuntimeContext());
         handleKeys = new HashMap<>();
         nextHandle = 0L;
-        completions = new CompletionDrain(this, completionIntervalMs, this::fireCompleted);
+        bridge =
+                BridgeLifecycle.initialize(
+                        context, this, completionIntervalMs, this::fireCompleted);
     }
 
     @Override
     public void open() throws Exception {
-        try {
-            openBridge();
-        } catch (Exception e) {
-            throw NotRecoverable.classify(e);
-        }
+        BridgeLifecycle.open(this::openBridge);
     }
 
     /** Opens the Python function (in {@code super.open()}), then the bridge. */
@@ -97,16 +89,16 @@ public class CheckpointingEmbeddedKeyedProcessOperator<K, IN, OUT>
                 "from flink_agents_ext.checkpoint._thread_mode import attach as _fae_attach\n"
                         + BRIDGE
                         + " = _fae_attach(operation, _fae_operator)\n");
-        bridgeOpen = true;
-        interpreter.invokeMethod(BRIDGE, "open_timeline", timeline.wire());
-        if (ledger.hasRestored()) {
+        bridge.markOpen();
+        interpreter.invokeMethod(BRIDGE, "open_timeline", bridge.timeline.wire());
+        if (bridge.ledger.hasRestored()) {
             interpreter.invokeMethod(
                     BRIDGE,
                     "restore",
-                    ledger.restoredCheckpointId(),
-                    ledger.takeRestored().toArray(new Object[0]));
+                    bridge.ledger.restoredCheckpointId(),
+                    bridge.ledger.takeRestored().toArray(new Object[0]));
         }
-        completions.resumeFrom(
+        bridge.completions.resumeFrom(
                 getInternalTimerService("user-timers", VoidNamespaceSerializer.INSTANCE, this));
     }
 
@@ -118,7 +110,7 @@ public class CheckpointingEmbeddedKeyedProcessOperator<K, IN, OUT>
     public long keyHandle() {
         long handle = nextHandle++;
         handleKeys.put(handle, getCurrentKey());
-        completions.schedule();
+        bridge.completions.schedule();
         return handle;
     }
 
@@ -130,7 +122,7 @@ public class CheckpointingEmbeddedKeyedProcessOperator<K, IN, OUT>
         for (Object handle : handles) {
             Object key = handleKeys.remove(((Number) handle).longValue());
             if (key != null) {
-                completions.fire(key, now);
+                bridge.completions.fire(key, now);
             }
         }
         return !handleKeys.isEmpty();
@@ -176,7 +168,7 @@ public class CheckpointingEmbeddedKeyedProcessOperator<K, IN, OUT>
     public void snapshotState(StateSnapshotContext context) throws Exception {
         super.snapshotState(context);
         long checkpointId = context.getCheckpointId();
-        if (!bridgeOpen) {
+        if (!bridge.isOpen()) {
             throw new IllegalStateException(
                     "checkpoint " + checkpointId + " taken before the Python bridge was opened");
         }
@@ -191,20 +183,19 @@ public class CheckpointingEmbeddedKeyedProcessOperator<K, IN, OUT>
                 setCurrentKey(previousKey);
             }
         }
-        ledger.store(blob);
-        timeline.store();
+        bridge.store(blob);
     }
 
     @Override
     public void notifyCheckpointComplete(long checkpointId) throws Exception {
         super.notifyCheckpointComplete(checkpointId);
-        CheckpointNotifications.forward(bridgeOpen, true, checkpointId, this::toBridge);
+        bridge.forward(true, checkpointId, this::toBridge);
     }
 
     @Override
     public void notifyCheckpointAborted(long checkpointId) throws Exception {
         super.notifyCheckpointAborted(checkpointId);
-        CheckpointNotifications.forward(bridgeOpen, false, checkpointId, this::toBridge);
+        bridge.forward(false, checkpointId, this::toBridge);
     }
 
     private void toBridge(boolean complete, long checkpointId) {
@@ -221,14 +212,13 @@ public class CheckpointingEmbeddedKeyedProcessOperator<K, IN, OUT>
     @Override
     public void close() throws Exception {
         try {
-            if (interpreter != null && bridgeOpen && !userFunctionClosed) {
+            if (interpreter != null && bridge != null && bridge.isOpen() && !userFunctionClosed) {
                 userFunctionClosed = true;
                 interpreter.invokeMethod("operation", "close");
             }
         } finally {
-            bridgeOpen = false;
-            if (completions != null) {
-                completions.close();
+            if (bridge != null) {
+                bridge.close();
             }
             super.close();
         }

@@ -90,16 +90,13 @@ public class CheckpointingExternalKeyedProcessOperator<OUT>
 
     private static final byte[] NO_PAYLOAD = new byte[0];
 
-    private transient LedgerState ledger;
-    private transient TimelineState timeline;
+    private transient BridgeLifecycle bridge;
     private transient BroadcastState<ByteArrayWrapper, byte[]> returnState;
     private transient TypeSerializer<Row> signalSerializer;
     private transient ByteArrayOutputStreamWithPos signalBytes;
     private transient DataOutputViewStreamWrapper signalOut;
     private transient long snapshotCheckpointId;
     private transient byte[] snapshotLedger;
-    private transient boolean bridgeOpen;
-    private transient CompletionDrain completions;
     private long completionIntervalMs;
 
     /**
@@ -126,11 +123,11 @@ public class CheckpointingExternalKeyedProcessOperator<OUT>
     @Override
     public void initializeState(StateInitializationContext context) throws Exception {
         super.initializeState(context);
-        bridgeOpen = false;
         snapshotCheckpointId = -1L;
         snapshotLedger = null;
-        ledger = LedgerState.initialize(context);
-        timeline = TimelineState.initialize(context, getRuntimeContext());
+        bridge =
+                BridgeLifecycle.initialize(
+                        context, this, completionIntervalMs, this::drainCompleted);
         // The same descriptor (name and serializers) PyFlink's operator state store registers for
         // a Python broadcast state of that name.
         returnState =
@@ -141,16 +138,11 @@ public class CheckpointingExternalKeyedProcessOperator<OUT>
                                         ByteArrayWrapperSerializer.INSTANCE,
                                         BytePrimitiveArraySerializer.INSTANCE));
         returnState.clear(); // it only carries a ledger within one snapshot; never restored
-        completions = new CompletionDrain(this, completionIntervalMs, this::drainCompleted);
     }
 
     @Override
     public void open() throws Exception {
-        try {
-            openBridge();
-        } catch (Exception e) {
-            throw NotRecoverable.classify(e);
-        }
+        BridgeLifecycle.open(this::openBridge);
     }
 
     /** Starts the Python worker; the first signal's bundle opens the function. */
@@ -162,16 +154,16 @@ public class CheckpointingExternalKeyedProcessOperator<OUT>
                         TimerUtils.createTimerDataTypeInfo(keyType));
         signalBytes = new ByteArrayOutputStreamWithPos();
         signalOut = new DataOutputViewStreamWrapper(signalBytes);
-        bridgeOpen = true;
-        sendSignal(SIGNAL_TIMELINE, 0L, timeline.wire().getBytes(StandardCharsets.UTF_8));
-        if (ledger.hasRestored()) {
+        bridge.markOpen();
+        sendSignal(SIGNAL_TIMELINE, 0L, bridge.timeline.wire().getBytes(StandardCharsets.UTF_8));
+        if (bridge.ledger.hasRestored()) {
             sendSignal(
                     SIGNAL_RESTORE,
-                    ledger.restoredCheckpointId(),
-                    encodeBlobs(ledger.takeRestored()));
+                    bridge.ledger.restoredCheckpointId(),
+                    encodeBlobs(bridge.ledger.takeRestored()));
         }
-        completions.resumeFrom(userTimers());
-        completions.schedule();
+        bridge.completions.resumeFrom(userTimers());
+        bridge.completions.schedule();
     }
 
     /** The timer service of the stock operator (same name and serializers). */
@@ -202,8 +194,7 @@ public class CheckpointingExternalKeyedProcessOperator<OUT>
             invokeFinishBundle();
             takeSnapshot(checkpointId);
         }
-        ledger.store(snapshotLedger);
-        timeline.store();
+        bridge.store(snapshotLedger);
         snapshotLedger = null;
         snapshotCheckpointId = -1L;
     }
@@ -211,13 +202,13 @@ public class CheckpointingExternalKeyedProcessOperator<OUT>
     @Override
     public void notifyCheckpointComplete(long checkpointId) throws Exception {
         super.notifyCheckpointComplete(checkpointId);
-        CheckpointNotifications.forward(bridgeOpen, true, checkpointId, this::toBridge);
+        bridge.forward(true, checkpointId, this::toBridge);
     }
 
     @Override
     public void notifyCheckpointAborted(long checkpointId) throws Exception {
         super.notifyCheckpointAborted(checkpointId);
-        CheckpointNotifications.forward(bridgeOpen, false, checkpointId, this::toBridge);
+        bridge.forward(false, checkpointId, this::toBridge);
     }
 
     private void toBridge(boolean complete, long checkpointId) throws Exception {
@@ -226,9 +217,8 @@ public class CheckpointingExternalKeyedProcessOperator<OUT>
 
     @Override
     public void close() throws Exception {
-        bridgeOpen = false; // the Python function is closed with the runner, after every callback
-        if (completions != null) {
-            completions.close();
+        if (bridge != null) { // the Python function is closed with the runner, after every callback
+            bridge.close();
         }
         super.close();
     }
@@ -251,7 +241,7 @@ public class CheckpointingExternalKeyedProcessOperator<OUT>
      * element before the barrier must have been flushed already.
      */
     private void takeSnapshot(long checkpointId) throws Exception {
-        if (!bridgeOpen) {
+        if (!bridge.isOpen()) {
             throw new IllegalStateException(
                     "checkpoint " + checkpointId + " taken while the Python bridge is not open");
         }
