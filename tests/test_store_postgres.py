@@ -8,9 +8,6 @@ The server: :mod:`tests.pg_server`. Connection loss and errors:
 from __future__ import annotations
 
 import logging
-import subprocess
-import sys
-import textwrap
 import threading
 import time
 import uuid
@@ -28,7 +25,6 @@ from flink_agents_ext.store import (
 from flink_agents_ext.store.postgres import SCHEMA_VERSION, TABLES, PostgresStore
 from tests.pg_server import (
     PASSWORD_ENV,
-    ROOT,
     PgServer,
     assert_no_secret,
     drop_schema,
@@ -39,6 +35,7 @@ from tests.store_contract import (
     StoreContract,
     StoreFactory,
     action_record,
+    check_processes_creating_at_once,
     rid,
     run_threads,
 )
@@ -226,27 +223,11 @@ def test_schema_created_concurrently_by_several_store_objects(pg: PgServer,
 
 def test_schema_created_concurrently_by_several_processes(pg: PgServer,
                                                           fresh_schema: str) -> None:
-    script = textwrap.dedent(f"""
-        import sys, time
-        from flink_agents_ext.store import ActionRecord, RecordId
-        from flink_agents_ext.store.postgres import PostgresStore
-        time.sleep(max(0.0, float(sys.argv[1]) - time.time()))
-        with PostgresStore(host={pg.host!r}, port={pg.port}, dbname={pg.dbname!r},
-                           user={pg.user!r}, password_env={PASSWORD_ENV!r},
-                           schema={fresh_schema!r}) as store:
-            for seq in range(10):
-                store.put_action(ActionRecord(RecordId("ns", sys.argv[2], seq, "a", 0),
-                                              b"e", b"o", b"v", b"m", True))
-                store.prune("ns", {{sys.argv[2]: seq - 5}})
-    """)
-    start = time.time() + 2.0
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(start), f"p{i}"], cwd=ROOT,
-                              stderr=subprocess.PIPE, text=True) for i in range(6)]
-    for proc in procs:
-        _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err
-    with pg.store(schema=fresh_schema) as store:
-        assert store.size("ns") == 6 * 5
+    check_processes_creating_at_once(
+        "from flink_agents_ext.store.postgres import PostgresStore\n"
+        f"store = PostgresStore(host={pg.host!r}, port={pg.port}, dbname={pg.dbname!r}, "
+        f"user={pg.user!r}, password_env={PASSWORD_ENV!r}, schema={fresh_schema!r})",
+        lambda: pg.store(schema=fresh_schema), writes=10)
 
 
 def test_newer_schema_version_is_refused(pg: PgServer, fresh_schema: str) -> None:

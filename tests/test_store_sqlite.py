@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-import sys
-import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +23,10 @@ from tests.store_contract import (
     StoreContract,
     StoreFactory,
     action_record,
+    check_processes_creating_at_once,
     check_put_survives_a_killed_process,
     rid,
 )
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 class TestSQLiteStoreContract(StoreContract):
@@ -161,24 +156,9 @@ def test_put_survives_a_killed_process(tmp_path: Path) -> None:
 
 def test_processes_creating_the_same_file_at_once(tmp_path: Path) -> None:
     path = tmp_path / "store.db"
-    script = textwrap.dedent(f"""
-        import sys, time
-        from flink_agents_ext.store import ActionRecord, RecordId, SQLiteStore
-        time.sleep(max(0.0, float(sys.argv[1]) - time.time()))
-        with SQLiteStore({str(path)!r}) as store:
-            for seq in range(20):
-                store.put_action(ActionRecord(RecordId("ns", sys.argv[2], seq, "a", 0),
-                                              b"e", b"o", b"v", b"m", True))
-                store.prune("ns", {{sys.argv[2]: seq - 5}})
-    """)
-    start = time.time() + 2.0
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(start), f"p{i}"], cwd=ROOT,
-                              stderr=subprocess.PIPE, text=True) for i in range(6)]
-    for proc in procs:
-        _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 0, err
-    with SQLiteStore(str(path)) as store:
-        assert store.size("ns") == 6 * 5
+    check_processes_creating_at_once(
+        f"from flink_agents_ext.store import SQLiteStore\nstore = SQLiteStore({str(path)!r})",
+        lambda: SQLiteStore(str(path)), writes=20)
     assert raw(path, "PRAGMA auto_vacuum") == (2,)
 
 

@@ -30,6 +30,7 @@ from tests.store_contract.helpers import (
     StoreFactory,
     action_record,
     call_record,
+    check_processes_creating_at_once,
     check_put_survives_a_killed_process,
     fill,
     rid,
@@ -41,7 +42,8 @@ from tests.store_contract.pruning import PruneContract
 from tests.store_contract.records import RecordsContract
 
 __all__ = ["ROOT", "GroupCommitContract", "StoreContract", "StoreFactory", "action_record",
-           "call_record", "check_put_survives_a_killed_process", "fill", "rid", "run_threads"]
+           "call_record", "check_processes_creating_at_once",
+           "check_put_survives_a_killed_process", "fill", "rid", "run_threads"]
 
 
 class StoreContract(RecordsContract, PruneContract, LifecycleContract, LineageContract):

@@ -1,11 +1,12 @@
 """Helpers shared by the store contract and the backend tests: record builders,
-threads started together, a kill -9 durability check."""
+threads started together, a kill -9 durability check, processes creating one store at once."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -104,3 +105,29 @@ def check_put_survives_a_killed_process(open_source: str,
         assert store.get_action(record_id) == ActionRecord(record_id, b"e", b"o", b"v", b"m",
                                                            True)
         assert [c.result for c in store.get_calls(record_id)] == [b"r"]
+
+
+def check_processes_creating_at_once(open_source: str, reopen: Callable[[], ActionStateStore],
+                                     writes: int, processes: int = 6) -> None:
+    """``processes`` processes open the store (creating its schema) at the same instant, then
+    each writes ``writes`` runs of its own key, pruning all but the last five as it goes;
+    ``reopen`` must find five runs per process. ``open_source`` is Python source assigning
+    the store to ``store`` (imports included)."""
+    script = "\n".join([
+        "import sys, time",
+        "from flink_agents_ext.store import ActionRecord, RecordId",
+        "time.sleep(max(0.0, float(sys.argv[1]) - time.time()))",
+        open_source,
+        "with store:",
+        f"    for seq in range({writes}):",
+        "        store.put_action(ActionRecord(RecordId('ns', sys.argv[2], seq, 'a', 0),",
+        "                                      b'e', b'o', b'v', b'm', True))",
+        "        store.prune('ns', {sys.argv[2]: seq - 5})"])
+    start = time.time() + 2.0
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(start), f"p{i}"], cwd=ROOT,
+                              stderr=subprocess.PIPE, text=True) for i in range(processes)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+    with reopen() as store:
+        assert store.size("ns") == processes * 5
