@@ -21,6 +21,9 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SERVER_NAME="kafka-test-server"
+# shellcheck source=scripts/test-server-lib.sh
+. "$ROOT/scripts/test-server-lib.sh"
 cmd="start"
 case "${1:-}" in
   start|stop|status) cmd="$1"; shift ;;
@@ -32,12 +35,8 @@ LOG4J_VERSION="2.24.3"
 START_TIMEOUT="${FAE_KAFKA_START_TIMEOUT_S:-90}"
 HOST="127.0.0.1"
 
-die() { echo "kafka-test-server: error: $*" >&2; exit 1; }
-say() { echo "kafka-test-server: $*" >&2; }
-
-case "$START_TIMEOUT" in ''|*[!0-9]*) die "FAE_KAFKA_START_TIMEOUT_S must be a number of seconds" ;; esac
-mkdir -p "$DIR" || die "cannot create $DIR"
-DIR="$(cd "$DIR" && pwd)"
+require_digits "$START_TIMEOUT" "FAE_KAFKA_START_TIMEOUT_S must be a number of seconds"
+DIR="$(data_dir "$DIR")"
 PIDFILE="$DIR/kafka.pid"
 LOG="$DIR/kafka.log"
 
@@ -98,7 +97,7 @@ free_port() {
 }
 PORT="${FAE_KAFKA_PORT:-$(port_of || true)}"
 [ -n "$PORT" ] || PORT="$(free_port)"
-case "$PORT" in *[!0-9]*) die "FAE_KAFKA_PORT must be a port number, got '$PORT'" ;; esac
+require_digits "$PORT" "FAE_KAFKA_PORT must be a port number, got '$PORT'"
 port_open "$PORT" && die "port $PORT on $HOST is taken by another process; set FAE_KAFKA_PORT to a free port"
 CPORT="$(sed -n 's/^listeners=.*CONTROLLER:\/\/[^:]*:\([0-9]*\)$/\1/p' "$DIR/server.properties" 2>/dev/null || true)"
 { [ -n "$CPORT" ] && ! port_open "$CPORT"; } || CPORT="$(free_port)"

@@ -4,11 +4,10 @@ free port (or ``FAE_KAFKA_TEST_PORT``), for the chaos runs on the Kafka store.""
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 from typing import Any
 
-from scripts import ROOT, ToolError, free_port
+from scripts import ROOT, free_port, run_server_script
 
 KAFKA_SH = ROOT / "scripts" / "kafka-test-server.sh"
 
@@ -23,15 +22,7 @@ class KafkaServer:
 
     def _script(self, command: str, timeout: float = 300) -> str:
         env = {**os.environ, "FAE_KAFKA_PORT": str(self.port)}
-        try:
-            proc = subprocess.run(["bash", str(KAFKA_SH), command, str(self.directory)],
-                                  env=env, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            raise ToolError(f"kafka-test-server.sh {command} did not return in "
-                            f"{timeout}s") from exc
-        if proc.returncode != 0:
-            raise ToolError(f"kafka-test-server.sh {command} failed:\n{proc.stderr[-3000:]}")
-        return proc.stdout
+        return run_server_script(KAFKA_SH, command, self.directory, env, timeout)
 
     def start(self) -> None:
         """Start it (a broker left running in the directory is reused)."""

@@ -25,6 +25,9 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+SERVER_NAME="pg-test-server"
+# shellcheck source=scripts/test-server-lib.sh
+. "$ROOT/scripts/test-server-lib.sh"
 cmd="start"
 case "${1:-}" in
   start|stop|restart|status) cmd="$1"; shift ;;
@@ -37,13 +40,9 @@ ROLE="flink_agents"
 DB="flink_agents"
 HOST="127.0.0.1"
 
-die() { echo "pg-test-server: error: $*" >&2; exit 1; }
-say() { echo "pg-test-server: $*" >&2; }
-
-case "$PORT" in ''|*[!0-9]*) die "FAE_PG_PORT must be a port number, got '$PORT'" ;; esac
+require_digits "$PORT" "FAE_PG_PORT must be a port number, got '$PORT'"
 case "$FSYNC" in on|off) ;; *) die "FAE_PG_FSYNC must be on or off, got '$FSYNC'" ;; esac
-mkdir -p "$DIR" || die "cannot create $DIR"
-DIR="$(cd "$DIR" && pwd)"
+DIR="$(data_dir "$DIR")"
 DATA="$DIR/data"
 LOG="$DIR/postgres.log"
 # A Unix socket path is limited to ~107 bytes; fall back to a short directory in /tmp.

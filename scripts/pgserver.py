@@ -4,11 +4,10 @@ directory, for the standalone-cluster test and the chaos runs."""
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 from typing import Any, Optional
 
-from scripts import ROOT, ToolError, free_port
+from scripts import ROOT, free_port, run_server_script
 
 PG_SH = ROOT / "scripts" / "pg-test-server.sh"
 #: The password of the server's role (the environment variable the stores read it from is
@@ -34,16 +33,7 @@ class PgServer:
                 "FAE_PG_FSYNC": "off"}
 
     def _script(self, command: str, timeout: float = 180) -> str:
-        try:
-            proc = subprocess.run(["bash", str(PG_SH), command, str(self.directory)],
-                                  env=self.env(), capture_output=True, text=True,
-                                  timeout=timeout)
-        except subprocess.TimeoutExpired as exc:
-            raise ToolError(f"pg-test-server.sh {command} did not return in "
-                            f"{timeout}s") from exc
-        if proc.returncode != 0:
-            raise ToolError(f"pg-test-server.sh {command} failed:\n{proc.stderr[-3000:]}")
-        return proc.stdout
+        return run_server_script(PG_SH, command, self.directory, self.env(), timeout)
 
     def start(self) -> None:
         """Start a fresh server (stopping one a previous run may have left in the directory)."""
