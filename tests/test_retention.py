@@ -108,6 +108,28 @@ def test_repeated_and_late_notifications_change_nothing(db, retention):
     h.restore(snaps[3 - retention], make(db, calls, retention=retention))
 
 
+def test_lost_notification_with_retention_two_is_pruned_by_the_next_completion(db):
+    """Retention 2, checkpoint 3's notification lost, restore from 3: the restore keeps
+    what checkpoints 2 and 3 need (it cannot know which older checkpoints are retained),
+    and the first completion after it prunes what the lost notification would have."""
+    calls: list[Any] = []
+    h = KeyedFunctionHarness(make(db, calls, retention=2))
+    snaps = []
+    for run in range(3):
+        h.process_element(run, key="k")
+        snaps.append(h.snapshot())
+        if run < 2:
+            h.notify_complete(snaps[-1].checkpoint_id)  # the third one is lost
+    assert stored_seqs(db, "k") == [1, 2]  # checkpoint 2 pruned what checkpoint 1 covers
+    h2 = h.restore(snaps[2], make(db, calls, retention=2))
+    assert stored_seqs(db, "k") == [1, 2], "the restore pruned what checkpoint 2 still needs"
+    h2.process_element(3, key="k")
+    h2.notify_complete(h2.snapshot().checkpoint_id)
+    # Checkpoints 3 and 4 stay restorable: runs 0-2 are covered by both, run 3 is not.
+    assert stored_seqs(db, "k") == [3]
+    assert calls == [0, 1, 2, 3]
+
+
 def test_checkpoints_that_cover_nothing_set_no_boundary(db):
     calls: list[Any] = []
     h = KeyedFunctionHarness(make(db, calls))
