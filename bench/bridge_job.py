@@ -10,68 +10,47 @@ import argparse
 import os
 from typing import Any, Iterator
 
-from pyflink.common import Configuration, Types, WatermarkStrategy
-from pyflink.datastream import KeyedProcessFunction, StreamExecutionEnvironment
-from pyflink.datastream.connectors.number_seq import NumberSequenceSource
+from pyflink.common import Configuration, Types
+from pyflink.datastream import KeyedProcessFunction
 from pyflink.datastream.state import ValueStateDescriptor
 
-from bench.common import Clock
+from bench.common import Clock, keyed_numbers
 from flink_agents_ext import (
     CheckpointedKeyedProcessFunction,
     SnapshotContext,
-    configure_environment,
     process_with_checkpoints,
 )
 
 
 class _Timing:
-    """The trivial work (a keyed counter) and the timing, shared by both sides."""
+    """The trivial work (a keyed counter) and the timing, the same on both sides; first in
+    each side's bases, so its methods are the function's."""
 
-    result: str
+    def __init__(self, result: str) -> None:
+        self.result = result
 
-    def open_timing(self, runtime_context: Any) -> None:
+    def open(self, runtime_context: Any) -> None:
         self.count = runtime_context.get_state(ValueStateDescriptor("c", Types.LONG()))
         self.clock = Clock()
 
-    def tick(self) -> None:
+    def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
         self.clock.tick()
         self.count.update((self.count.value() or 0) + 1)
+        return iter(())
 
-    def write(self) -> None:
+    def close(self) -> None:
         self.clock.write(self.result)
 
 
-class Stock(KeyedProcessFunction, _Timing):
-    def __init__(self, result: str) -> None:
-        self.result = result
-
-    def open(self, runtime_context: Any) -> None:
-        self.open_timing(runtime_context)
-
-    def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
-        self.tick()
-        return iter(())
-
-    def close(self) -> None:
-        self.write()
+class Stock(_Timing, KeyedProcessFunction):
+    """The stock operator's side."""
 
 
-class Ours(CheckpointedKeyedProcessFunction, _Timing):
-    def __init__(self, result: str) -> None:
-        self.result = result
-
-    def open(self, runtime_context: Any) -> None:
-        self.open_timing(runtime_context)
-
-    def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
-        self.tick()
-        return iter(())
+class Ours(_Timing, CheckpointedKeyedProcessFunction):
+    """Our operator's side: the snapshot visits the changed keys."""
 
     def snapshot_state(self, context: SnapshotContext) -> Any:
         return sum(1 for _ in context.changed_keys())
-
-    def close(self) -> None:
-        self.write()
 
 
 def main() -> None:
@@ -84,16 +63,7 @@ def main() -> None:
     args = p.parse_args()
     conf = Configuration()
     conf.set_string("python.fn-execution.bundle.size", "1000")
-    env = StreamExecutionEnvironment.get_execution_environment(conf)
-    configure_environment(env, args.mode)
-    env.set_parallelism(1)
-    env.enable_checkpointing(1000)
-    keys = args.keys
-    src = env.from_source(NumberSequenceSource(0, args.n - 1),
-                          WatermarkStrategy.no_watermarks(), "n")
-    keyed = src.map(lambda i: (i % keys, i),
-                    output_type=Types.TUPLE([Types.LONG(), Types.LONG()])) \
-        .key_by(lambda t: t[0], key_type=Types.LONG())
+    env, keyed = keyed_numbers(conf, args.mode, args.n, args.keys)
     if args.operator == "stock":
         keyed.process(Stock(args.result))
     else:

@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmarks: running a job module and reading its result file."""
+"""Helpers shared by the benchmarks: running a job module and reading its result file; in
+the jobs, the environment and input they share and a clock."""
 
 from __future__ import annotations
 
@@ -7,11 +8,15 @@ import os
 import platform
 import tempfile
 import time
+from typing import TYPE_CHECKING, Any
 
 from scripts import ROOT
 from scripts.jobrun import run_job as _run
 
-__all__ = ["ROOT", "Clock", "machine", "rate", "run_job"]
+if TYPE_CHECKING:
+    from pyflink.datastream import KeyedStream, StreamExecutionEnvironment
+
+__all__ = ["ROOT", "Clock", "keyed_numbers", "machine", "rate", "run_job"]
 
 
 def run_job(module: str, args: list[str], timeout: int = 600) -> list[dict]:
@@ -31,6 +36,33 @@ def rate(rows: list[dict]) -> float:
     records = sum(r["records"] for r in rows)
     seconds = max(r["seconds"] for r in rows)
     return records / seconds if seconds > 0 else float("nan")
+
+
+def keyed_numbers(conf: Any, mode: str, n: int, keys: int, interval_ms: int = 1000,
+                  string_keys: bool = False) -> tuple[StreamExecutionEnvironment, KeyedStream]:
+    """A benchmark job's environment (``conf``, PyFlink functions in ``mode``, parallelism 1,
+    a checkpoint every ``interval_ms``) and its input: ``(key, i)`` for ``i`` in ``0..n-1``,
+    keyed by ``key``, which is ``i % keys`` (a LONG; the STRING ``f"k{i % keys}"`` when
+    ``string_keys``)."""
+    from pyflink.common import Types, WatermarkStrategy
+    from pyflink.datastream import StreamExecutionEnvironment
+    from pyflink.datastream.connectors.number_seq import NumberSequenceSource
+
+    from flink_agents_ext import configure_environment
+
+    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    configure_environment(env, mode)
+    env.set_parallelism(1)
+    env.enable_checkpointing(interval_ms)
+    numbers = env.from_source(NumberSequenceSource(0, n - 1),
+                              WatermarkStrategy.no_watermarks(), "numbers")
+    if string_keys:
+        pairs = numbers.map(lambda i: (f"k{i % keys}", i),
+                            output_type=Types.TUPLE([Types.STRING(), Types.LONG()]))
+        return env, pairs.key_by(lambda t: t[0], key_type=Types.STRING())
+    pairs = numbers.map(lambda i: (i % keys, i),
+                        output_type=Types.TUPLE([Types.LONG(), Types.LONG()]))
+    return env, pairs.key_by(lambda t: t[0], key_type=Types.LONG())
 
 
 class Clock:

@@ -11,11 +11,10 @@ import tempfile
 import time
 from typing import Any, Iterator
 
-from pyflink.common import Configuration, Types, WatermarkStrategy
-from pyflink.datastream import StreamExecutionEnvironment
-from pyflink.datastream.connectors.number_seq import NumberSequenceSource
+from pyflink.common import Configuration, Types
 
-from flink_agents_ext import configure_environment, process_with_checkpoints
+from bench.common import keyed_numbers
+from flink_agents_ext import process_with_checkpoints
 from flink_agents_ext.actions import INPUT, ActionContext, Agent, DurableAgentFunction
 
 
@@ -73,17 +72,8 @@ def main() -> None:
     p.add_argument("--mode", default="thread")
     p.add_argument("--result", required=True)
     args = p.parse_args()
-    env = StreamExecutionEnvironment.get_execution_environment(Configuration())
-    configure_environment(env, args.mode)
-    env.set_parallelism(1)
-    env.enable_checkpointing(1000)
-    keys = args.keys
+    env, keyed = keyed_numbers(Configuration(), args.mode, args.n, args.keys, string_keys=True)
     db = os.path.join(tempfile.mkdtemp(prefix="fae-bench-"), "a.db")
-    keyed = env.from_source(NumberSequenceSource(0, args.n - 1),
-                            WatermarkStrategy.no_watermarks(), "n") \
-        .map(lambda i: (f"k{i % keys}", i),
-             output_type=Types.TUPLE([Types.STRING(), Types.LONG()])) \
-        .key_by(lambda t: t[0], key_type=Types.STRING())
     fn = Timed(agent(args.call_ms / 1000), {"backend": "sqlite", "path": db}, "bench",
                max_in_flight=args.max_in_flight, result=args.result)
     process_with_checkpoints(keyed, fn, Types.LONG())

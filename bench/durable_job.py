@@ -15,13 +15,12 @@ import tempfile
 import time
 from typing import Any, Iterator
 
-from pyflink.common import Configuration, Types, WatermarkStrategy
-from pyflink.datastream import KeyedProcessFunction, StreamExecutionEnvironment
-from pyflink.datastream.connectors.number_seq import NumberSequenceSource
+from pyflink.common import Configuration, Types
+from pyflink.datastream import KeyedProcessFunction
 from pyflink.datastream.state import ValueStateDescriptor
 
-from bench.common import Clock
-from flink_agents_ext import configure_environment, process_with_checkpoints
+from bench.common import Clock, keyed_numbers
+from flink_agents_ext import process_with_checkpoints
 from flink_agents_ext.actions import INPUT, ActionContext, Agent, DurableAgentFunction
 
 WORK_S = 0.0
@@ -98,15 +97,7 @@ def main() -> None:
     work_s = args.work_ms / 1000
     conf = Configuration()
     conf.set_string("python.fn-execution.bundle.size", "1000")
-    env = StreamExecutionEnvironment.get_execution_environment(conf)
-    configure_environment(env, "thread")
-    env.set_parallelism(1)
-    env.enable_checkpointing(1000)
-    keys = args.keys
-    keyed = env.from_source(NumberSequenceSource(0, args.n - 1),
-                            WatermarkStrategy.no_watermarks(), "n") \
-        .map(lambda i: (i % keys, i), output_type=Types.TUPLE([Types.LONG(), Types.LONG()])) \
-        .key_by(lambda t: t[0], key_type=Types.LONG())
+    env, keyed = keyed_numbers(conf, "thread", args.n, args.keys)
     if args.side == "stock":
         keyed.process(Stock(args.result, work_s), Types.STRING())
     else:

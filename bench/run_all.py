@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from types import ModuleType
 
 from bench import (
     bridge_overhead,
@@ -20,24 +21,26 @@ from bench import (
 )
 from bench.common import ROOT, machine
 
+#: The benchmarks, in the order they run: a title, and the module whose ``main()`` runs it and
+#: returns its results.
+BENCHMARKS: list[tuple[str, ModuleType]] = [
+    ("checkpoint bridge overhead (trivial keyed function, 1,000 keys)", bridge_overhead),
+    ("concurrent runs (1,000 keys, 100 ms simulated call per action)", concurrency),
+    ("scale: 64 / 1,024 / 4,096 runs in flight, 1 s call, sync and async def", scale),
+    ("checkpoint bookkeeping: 1M vs 10k keys in state, vs a full-scan reference",
+     snapshot_cost),
+    ("durable function vs stock keyed function, same user work", durable_throughput),
+    ("store growth under steady load (end vs midpoint)", store_growth),
+    ("Kafka store: recovery at 1M records, from the marker vs a full scan", kafka_recovery),
+]
+
 
 def main() -> None:
     results: dict[str, object] = {"machine": machine(),
                                   "date": time.strftime("%Y-%m-%d %H:%M:%S")}
-    print("== checkpoint bridge overhead (trivial keyed function, 1,000 keys) ==")
-    results.update(bridge_overhead.main())
-    print("\n== concurrent runs (1,000 keys, 100 ms simulated call per action) ==")
-    results.update(concurrency.main())
-    print("\n== scale: 64 / 1,024 / 4,096 runs in flight, 1 s call, sync and async def ==")
-    results.update(scale.main())
-    print("\n== checkpoint bookkeeping: 1M vs 10k keys in state, vs a full-scan reference ==")
-    results.update(snapshot_cost.main())
-    print("\n== durable function vs stock keyed function, same user work ==")
-    results.update(durable_throughput.main())
-    print("\n== store growth under steady load (end vs midpoint) ==")
-    results.update(store_growth.main())
-    print("\n== Kafka store: recovery at 1M records, from the marker vs a full scan ==")
-    results.update(kafka_recovery.main())
+    for i, (title, module) in enumerate(BENCHMARKS):
+        print(("\n" if i else "") + f"== {title} ==")
+        results.update(module.main())
     path = ROOT / "bench-results.json"
     path.write_text(json.dumps(results, indent=2) + "\n")
     print(f"\nwrote {path} and {plot.plot(results, ROOT / 'bench-results')}")

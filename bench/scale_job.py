@@ -22,11 +22,10 @@ import time
 import urllib.request
 from typing import Any, Iterator
 
-from pyflink.common import Configuration, Types, WatermarkStrategy
-from pyflink.datastream import StreamExecutionEnvironment
-from pyflink.datastream.connectors.number_seq import NumberSequenceSource
+from pyflink.common import Configuration, Types
 
-from flink_agents_ext import configure_environment, process_with_checkpoints
+from bench.common import keyed_numbers
+from flink_agents_ext import process_with_checkpoints
 from flink_agents_ext.actions import INPUT, ActionContext, Agent, DurableAgentFunction
 from flink_agents_ext.checkpoint import SnapshotContext
 
@@ -178,17 +177,9 @@ def main() -> None:
         # records waiting for a free slot (README: slow checkpoints under backpressure).
         conf.set_string("taskmanager.network.memory.buffer-debloat.enabled", "true")
         conf.set_string("taskmanager.network.memory.buffer-debloat.target", "200 ms")
-    env = StreamExecutionEnvironment.get_execution_environment(conf)
-    configure_environment(env, "thread")
-    env.set_parallelism(1)
-    env.enable_checkpointing(args.interval)
-    keys = args.keys
+    env, keyed = keyed_numbers(conf, "thread", args.n, args.keys, interval_ms=args.interval,
+                               string_keys=True)
     db = os.path.join(tempfile.mkdtemp(prefix="fae-scale-"), "a.db")
-    keyed = env.from_source(NumberSequenceSource(0, args.n - 1),
-                            WatermarkStrategy.no_watermarks(), "n") \
-        .map(lambda i: (f"k{i % keys}", i),
-             output_type=Types.TUPLE([Types.STRING(), Types.LONG()])) \
-        .key_by(lambda t: t[0], key_type=Types.STRING())
     fn = Measured(agent(args.call_ms / 1000, args.use_async),
                   {"backend": "sqlite", "path": db, "commit": args.commit}, "scale",
                   max_in_flight=args.in_flight, result=args.result, profile=args.profile,

@@ -18,31 +18,14 @@ import argparse
 import os
 import sys
 import sysconfig
-from typing import Any
 
-from pyflink.common import Configuration, Types, WatermarkStrategy
-from pyflink.datastream import MapFunction, StreamExecutionEnvironment
+from pyflink.common import Types, WatermarkStrategy
+from pyflink.datastream import StreamExecutionEnvironment
 from pyflink.datastream.connectors.number_seq import NumberSequenceSource
 
-from bench.anchor.probe import OutputProbe
+from bench.anchor.job_common import Probe, job_configuration
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-class Probe(MapFunction):
-    """:class:`OutputProbe` as a PyFlink ``MapFunction``."""
-
-    def __init__(self, probe: str, fail_at: int) -> None:
-        self.inner = OutputProbe(probe, fail_at)
-
-    def open(self, runtime_context: Any) -> None:
-        self.inner.open(runtime_context)
-
-    def map(self, value: Any) -> int:
-        return self.inner.map(value)
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def main() -> None:
@@ -77,14 +60,10 @@ def main() -> None:
 
     from bench.anchor.anchor_agent import SlowAgent, TrivialAgent
 
-    conf = Configuration()
-    conf.set_string("python.fn-execution.bundle.size", "1000")
+    conf = job_configuration()
     conf.set_string("python.execution-mode", args.python_mode)
     conf.set_string("python.executable", sys.executable)
     conf.set_string("python.client.executable", sys.executable)
-    conf.set_string("restart-strategy.type", "fixed-delay")
-    conf.set_string("restart-strategy.fixed-delay.attempts", "10")
-    conf.set_string("restart-strategy.fixed-delay.delay", "0 ms")
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     env.set_parallelism(1)
     env.enable_checkpointing(1000)

@@ -22,12 +22,12 @@ import json
 import time
 from typing import Any
 
-from pyflink.common import Configuration, Types, WatermarkStrategy
-from pyflink.datastream import MapFunction, StreamExecutionEnvironment
-from pyflink.datastream.connectors.number_seq import NumberSequenceSource
+from pyflink.common import Types
 
-from bench.anchor.probe import FailOnce, OutputProbe, mark_input
-from flink_agents_ext import configure_environment, process_with_checkpoints
+from bench.anchor.job_common import Probe, job_configuration
+from bench.anchor.probe import FailOnce, mark_input
+from bench.common import keyed_numbers
+from flink_agents_ext import process_with_checkpoints
 from flink_agents_ext.actions import (
     INPUT,
     ActionContext,
@@ -70,22 +70,6 @@ def build_agent(case: str, probe: str, fail_at: int, call_s: float) -> Agent:
     return agent
 
 
-class Probe(MapFunction):
-    """:class:`OutputProbe` as a PyFlink ``MapFunction``."""
-
-    def __init__(self, probe: str, fail_at: int) -> None:
-        self.inner = OutputProbe(probe, fail_at)
-
-    def open(self, runtime_context: Any) -> None:
-        self.inner.open(runtime_context)
-
-    def map(self, value: Any) -> int:
-        return self.inner.map(value)
-
-    def close(self) -> None:
-        self.inner.close()
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--case", choices=["trivial", "slow"], required=True)
@@ -100,20 +84,7 @@ def main() -> None:
     p.add_argument("--stats", help="write the function's counters here at close (JSON)")
     args = p.parse_args()
 
-    conf = Configuration()
-    conf.set_string("python.fn-execution.bundle.size", "1000")
-    conf.set_string("restart-strategy.type", "fixed-delay")
-    conf.set_string("restart-strategy.fixed-delay.attempts", "10")
-    conf.set_string("restart-strategy.fixed-delay.delay", "0 ms")
-    env = StreamExecutionEnvironment.get_execution_environment(conf)
-    configure_environment(env, "thread")
-    env.set_parallelism(1)
-    env.enable_checkpointing(1000)
-    keys = args.keys
-    keyed = env.from_source(NumberSequenceSource(0, args.n - 1),
-                            WatermarkStrategy.no_watermarks(), "numbers") \
-        .map(lambda i: (i % keys, i), output_type=Types.TUPLE([Types.LONG(), Types.LONG()])) \
-        .key_by(lambda t: t[0], key_type=Types.LONG())
+    env, keyed = keyed_numbers(job_configuration(), "thread", args.n, args.keys)
     agent = build_agent(args.case, args.probe, args.fail_at, args.call_s)
     fn = StatsOnClose(agent, json.loads(args.store), args.namespace,
                       max_in_flight=args.max_in_flight, on_action_error="fail",
