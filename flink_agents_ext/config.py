@@ -50,32 +50,33 @@ class _Section:
     def _dotted(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key
 
-    def _where(self, key: str) -> str:
+    def where(self, key: str) -> str:
+        """``file: 'section.key'``, how an error names ``key``."""
         return f"{self.source}: '{self._dotted(key)}'"
 
     def get(self, key: str, kind: type | tuple[type, ...], default: Any = ...,
             choices: Optional[tuple[Any, ...]] = None, minimum: Optional[int] = None) -> Any:
         if key not in self.data or self.data[key] is None:
             if default is ...:
-                raise ConfigError(f"{self._where(key)} is missing (expected "
+                raise ConfigError(f"{self.where(key)} is missing (expected "
                                   f"{_kind_name(kind)})")
             return default
         value: Any = self.data[key]
         kinds = kind if isinstance(kind, tuple) else (kind,)
         if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
-            raise ConfigError(f"{self._where(key)} must be {_kind_name(kind)}, "
+            raise ConfigError(f"{self.where(key)} must be {_kind_name(kind)}, "
                               f"got {type(value).__name__} {value!r}")
         if choices is not None and value not in choices:
-            raise ConfigError(f"{self._where(key)} must be one of "
+            raise ConfigError(f"{self.where(key)} must be one of "
                               f"{', '.join(map(str, choices))}; got {value!r}")
         if minimum is not None and cast(float, value) < minimum:
-            raise ConfigError(f"{self._where(key)} must be >= {minimum}, got {value!r}")
+            raise ConfigError(f"{self.where(key)} must be >= {minimum}, got {value!r}")
         return value
 
     def section(self, key: str, required: bool = True) -> _Section:
         if key not in self.data:
             if required:
-                raise ConfigError(f"{self._where(key)} is missing (expected a mapping)")
+                raise ConfigError(f"{self.where(key)} is missing (expected a mapping)")
             return _Section(self.source, self._dotted(key), {})
         return _Section(self.source, self._dotted(key), self.data[key])
 
@@ -223,13 +224,13 @@ def _store_settings(store: _Section) -> dict[str, Any]:
     try:
         validate(store.data)
     except StoreConfigError as exc:
-        where = store._where(exc.setting) if exc.setting else f"{store.source}: 'store'"
+        where = store.where(exc.setting) if exc.setting else f"{store.source}: 'store'"
         raise ConfigError(f"{where} {exc.problem}") from exc
     return {key: value for key, value in store.data.items() if value is not None}
 
 
 def _retention(checkpoints: _Section) -> int:
-    where = checkpoints._where("retention")
+    where = checkpoints.where("retention")
     try:
         return check_retention(checkpoints.get("retention", int, default=1), where)
     except ValueError as exc:
@@ -242,7 +243,7 @@ def _parse_kafka(section: _Section) -> KafkaSettings:
     topics = {name: section.get(name, str) for name in fields}
     if not all(topics.values()):
         empty = next(name for name, value in topics.items() if not value)
-        raise ConfigError(f"{section._where(empty)} must be a non-empty string")
+        raise ConfigError(f"{section.where(empty)} must be a non-empty string")
     return KafkaSettings(
         **topics,
         partitions=section.get("partitions", int, default=2, minimum=1),

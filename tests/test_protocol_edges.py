@@ -251,6 +251,14 @@ def test_max_actions_per_run_allows_exactly_the_limit(tmp_path):
     assert letters(h) == []
 
 
+@pytest.mark.parametrize("bad", [0, -1, 2.5, "5", True, None])
+def test_max_actions_per_run_below_one_is_a_clear_error(tmp_path, bad):
+    # 0 would dead-letter every run ("run exceeded 0 actions"): refused at construction.
+    with pytest.raises(ValueError, match=f"max_actions_per_run must be an integer >= 1, "
+                                         f"got {re.escape(repr(bad))}"):
+        make(tmp_path, loop_agent(1), max_actions_per_run=bad)
+
+
 def test_max_actions_per_run_stops_an_event_loop(tmp_path):
     h = KeyedFunctionHarness(make(tmp_path, loop_agent(None), max_actions_per_run=5))
     assert h.process_element(0, key="k") == [0, 1, 2, 3, 4]

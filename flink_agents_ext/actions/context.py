@@ -202,7 +202,6 @@ class ActionContext:
         self.memory = memory
         self._id = record_id
         self._store = store
-        self._serializer = serializer
         self._journal = journal
         self._position = 0
         self._stats = stats

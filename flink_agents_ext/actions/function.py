@@ -86,7 +86,8 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
             durable calls); the failing action's own emits and memory changes are
             discarded. A record whose key is ``None`` (a missing key field?) or cannot be
             encoded is dead-lettered too, without a run.
-        max_actions_per_run: bound on actions in one run.
+        max_actions_per_run: bound on actions in one run (an integer >= 1); a run that
+            would execute more is dead-lettered (an event loop between actions?).
         max_in_flight: ``0`` (default): each run executes inline in ``process_element``.
             ``n > 0``: up to ``n`` runs execute off the task thread, so the slow calls of
             up to ``n`` keys overlap; a key's runs still execute one at a time in input
@@ -143,6 +144,10 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
         self.serializer: Serializer = serializer or JsonSerializer()
         self.allow_reexecution = allow_reexecution
         self.on_action_error = on_action_error
+        if (not isinstance(max_actions_per_run, int) or isinstance(max_actions_per_run, bool)
+                or max_actions_per_run < 1):
+            raise ValueError(f"max_actions_per_run must be an integer >= 1, "
+                             f"got {max_actions_per_run!r}")
         self.max_actions_per_run = max_actions_per_run
         if not isinstance(max_in_flight, int) or max_in_flight < 0:
             raise ValueError(f"max_in_flight must be an integer >= 0, got {max_in_flight!r}")
