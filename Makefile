@@ -58,8 +58,12 @@ lint: setup
 	$(PY) -m ruff check flink_agents_ext jobs tests bench scripts
 	$(PY) -m mypy
 
+# The suite runs on TEST_WORKERS parallel workers (pytest-xdist; most of a Flink test's time
+# is waiting for checkpoints and JVMs): tests that share a server or the cluster are kept on
+# one worker (tests/workers.py). TEST_WORKERS=0 runs it in this process.
+TEST_WORKERS ?= 3
 test: jar lint
-	$(PY) -m pytest
+	$(PY) -m pytest $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup)
 
 test-fast: setup
 	$(PY) -m pytest -m "not flink"

@@ -21,7 +21,8 @@ setup(
     ],
     extras_require={
         "postgres": ["psycopg[binary]>=3.1,<4"],
-        "dev": ["pytest>=8", "pytest-timeout>=2.3", "ruff>=0.5", "mypy>=1.10", "hypothesis>=6.100"],
+        "dev": ["pytest>=8", "pytest-timeout>=2.3", "pytest-xdist>=3.5", "ruff>=0.5",
+                "mypy>=1.10", "hypothesis>=6.100"],
         "bench": ["matplotlib>=3.7,<3.10"],
         # The Kafka action store and the Kafka profile's producer and summary.
         "kafka": ["confluent-kafka>=2.6,<3"],

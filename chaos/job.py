@@ -37,6 +37,10 @@ from jobs.triage_summary import LEDGER
 
 #: Longest wait for the calls a stop with a savepoint waits for (seconds).
 STOP_WAIT_S = 180
+#: Pacing of the generated tickets until a checkpoint failure fired (see
+#: :meth:`ChaosVariant.ticket_generator`): after this many tickets, this much more per
+#: ticket, at most this much in all (seconds).
+PACE_AFTER, PACE_S, PACE_MAX_S = 50, 0.05, 60.0
 
 
 class ChaosVariant(triage.Variant):
@@ -51,8 +55,24 @@ class ChaosVariant(triage.Variant):
         self.other_tickets = other_tickets
 
     def ticket_generator(self) -> Callable[[int], str]:
-        """The generated tickets, or other ones (``--other-tickets``)."""
-        return other_ticket if self.other_tickets else triage.generated_ticket
+        """The generated tickets, or other ones (``--other-tickets``). With a failure at a
+        checkpoint (``snapshot``, ``notify``), tickets after the first
+        :data:`PACE_AFTER` come slower until it fired (at most :data:`PACE_MAX_S` in all),
+        so that the input lasts for the checkpoint it waits for also on a loaded machine
+        (barriers pass between tickets; a sleep inside one would hold them)."""
+        make = other_ticket if self.other_tickets else triage.generated_ticket
+        if self.hooks.spec.point not in ("snapshot", "notify"):
+            return make
+        marker = os.path.join(self.hooks.out_dir, inject.MARKER)
+        waited = [0.0]
+
+        def paced(n: int) -> str:
+            if n > PACE_AFTER and waited[0] < PACE_MAX_S and not os.path.exists(marker):
+                time.sleep(PACE_S)
+                waited[0] += PACE_S
+            return make(n)
+
+        return paced
 
     def key_by(self, parsed: DataStream) -> KeyedStream:
         """Keys are pickled here (no key type), so that an unencodable one reaches the agent."""

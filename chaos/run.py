@@ -51,10 +51,12 @@ import os
 import random
 import shutil
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from chaos import config as cfgs
 from chaos import inject
@@ -90,6 +92,9 @@ def arguments() -> argparse.ArgumentParser:
     p.add_argument("--tickets", type=int, default=None,
                    help="generated tickets per run (default 300; 200 with --short)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
+    p.add_argument("--jobs", type=int, default=2,
+                   help="mini-cluster trials that run at once (default 2; the PostgreSQL "
+                        "restart and the TaskManager kills run alone after them)")
     p.add_argument("--no-cluster", action="store_true", help="skip the TaskManager kills")
     p.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL")
     p.add_argument("--no-kafka", action="store_true", help="skip the Kafka store")
@@ -158,8 +163,9 @@ def run_trial(ctx: Context, plan: Plan) -> Verdict:
         verdict.seconds = round(time.monotonic() - started, 1)  # every phase and attempt
         if not verdict.upstream_race:
             break
-        print(f"        attempt {attempt} hit the PyFlink process-mode race (README, Known "
-              f"issues){'; again' if attempt < RACE_ATTEMPTS else ''}", flush=True)
+        print(f"        {plan.name}: attempt {attempt} hit the PyFlink process-mode race "
+              f"(README, Known issues){'; again' if attempt < RACE_ATTEMPTS else ''}",
+              flush=True)
     return verdict
 
 
@@ -240,15 +246,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"      {reference_verdict.seconds:.1f}s, {len(ctx.reference.results)} results, "
               f"{len(ctx.reference.dead_letters)} dead letters", flush=True)
         start_servers(ctx, plans)
-        for i, plan in enumerate(plans, 1):
-            print(f"[{i:>2}/{len(plans)}] {plan.name} {plan.describe()}", flush=True)
-            verdict = run_trial(ctx, plan)
-            verdict.rerun = plan.rerun_command(seed, tickets)
+
+        def done(verdict: Verdict) -> None:
             verdicts.append(verdict)
-            print_verdict(verdict)
             # What ran so far, in case the run is cut short ("complete": false until the end).
             write_results(args, verdicts, reference_verdict, seed, tickets,
                           round(time.monotonic() - started, 1), complete=False)
+
+        run_all(ctx, plans, max(1, args.jobs), seed, tickets, done)
+        order = {plan.name: i for i, plan in enumerate(plans)}
+        verdicts.sort(key=lambda v: order[v.name])
     except ToolError as exc:
         print(f"chaos: error: {exc}", file=sys.stderr)
         return 2
@@ -256,6 +263,34 @@ def main(argv: Optional[list[str]] = None) -> int:
         stop_servers(ctx)
     return report(args, verdicts, reference_verdict, seed, tickets,
                   round(time.monotonic() - started, 1))
+
+
+def run_all(ctx: Context, plans: list[Plan], jobs: int, seed: int, tickets: int,
+            done: Callable[[Verdict], None]) -> None:
+    """Run the trials: those on the mini-cluster ``jobs`` at once (each has its own
+    output directory, store file, PostgreSQL schema or Kafka topics, and Flink log), then
+    the PostgreSQL restart and the TaskManager kills one by one (they restart the shared
+    server or use the one cluster). Each trial's lines are printed when it ends."""
+    lock = threading.Lock()
+    numbered = {plan.name: i for i, plan in enumerate(plans, 1)}
+
+    def one(plan: Plan) -> None:
+        verdict = run_trial(ctx, plan)
+        verdict.rerun = plan.rerun_command(seed, tickets)
+        with lock:
+            print(f"[{numbered[plan.name]:>2}/{len(plans)}] {plan.name} {plan.describe()}",
+                  flush=True)
+            print_verdict(verdict)
+            done(verdict)
+
+    alone = {"postgres-restart", "taskmanager-kill"}
+    together = [plan for plan in plans if plan.kind not in alone]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for future in [pool.submit(one, plan) for plan in together]:
+            future.result()
+    for plan in plans:
+        if plan.kind in alone:
+            one(plan)
 
 
 def print_verdict(verdict: Verdict) -> None:

@@ -99,7 +99,8 @@ def store_for(ctx: Context, plan: Plan, out: Path) -> dict[str, Any]:
     if plan.store == "postgres":
         if ctx.pg is None:
             raise ToolError("internal: a PostgreSQL run without a server")
-        return {**ctx.pg.settings(), "commit": commit}
+        # A schema of its own: trials run at once (chaos.run --jobs).
+        return {**ctx.pg.settings(schema=f"chaos_{plan.name}"), "commit": commit}
     if plan.store == "kafka":
         if ctx.kafka is None:
             raise ToolError("internal: a Kafka run without a broker")

@@ -7,7 +7,7 @@ process-mode race.
 process mode a failover can cancel an upstream *stock* Python operator while its
 asynchronous flush still closes a Beam bundle; the TaskManager then fails with this message
 and the local mini-cluster waits for slots forever. Reproduced without this package:
-``scripts/pyflink_process_mode_race.py``. With ``detect_upstream_race`` the local Flink log is
+``scripts/pyflink_process_mode_race.py``. With ``detect_upstream_race`` the job's own Flink log is
 watched and the job is stopped at once when the race shows up, so the caller can run it
 again instead of waiting for the timeout.
 """
@@ -15,6 +15,7 @@ again instead of waiting for the timeout.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -67,19 +68,11 @@ class JobResult:
         return "\n".join(text[-lines:])
 
 
-def flink_logs() -> list[Path]:
-    """The local Flink logs (PyFlink's ``log/`` directory: mini-cluster jobs log there)."""
-    import pyflink
-
-    return sorted((Path(pyflink.__file__).parent / "log").glob("flink-*.log"))
-
-
-def race_in_logs(since: float) -> bool:
-    """Whether a Flink log written since ``since`` (a ``time.time()``) shows the race."""
-    for path in flink_logs():
+def race_in_logs(log_dir: Path) -> bool:
+    """Whether a Flink log in ``log_dir`` (one job's own) shows the race."""
+    for path in log_dir.glob("flink-*.log"):
         try:
-            if path.stat().st_mtime >= since and UPSTREAM_RACE in path.read_text(
-                    errors="replace"):
+            if UPSTREAM_RACE in path.read_text(errors="replace"):
                 return True
         except OSError:
             continue
@@ -105,7 +98,10 @@ def run_job(module: str, args: Sequence[Any], *, timeout: float,
         timeout: seconds before the job (its whole process group) is killed.
         python: the interpreter (default: this project's virtual environment's).
         env: its environment (default: this process's).
-        log: keep its output in ``<log>.out`` and ``<log>.err`` (default: temporary files).
+        log: keep its output in ``<log>.out`` and ``<log>.err``, and its Flink log in
+            ``<log>.flink-log/`` (default: temporary files). Every job has a Flink log
+            directory of its own (``FLINK_LOG_DIR``), so that jobs that run at once (parallel
+            tests, chaos trials) never read each other's log.
         monitor: called with the process about every 0.2 s while it runs.
         detect_upstream_race: stop it when the PyFlink race shows up (see the module).
 
@@ -117,11 +113,15 @@ def run_job(module: str, args: Sequence[Any], *, timeout: float,
         base = log if log is not None else Path(tmp) / "job"
         base.parent.mkdir(parents=True, exist_ok=True)
         out_path, err_path = Path(f"{base}.out"), Path(f"{base}.err")
-        started_wall, started = time.time(), time.monotonic()
+        log_dir = Path(f"{base}.flink-log")
+        shutil.rmtree(log_dir, ignore_errors=True)
+        log_dir.mkdir()
+        job_env = {**(env if env is not None else os.environ), "FLINK_LOG_DIR": str(log_dir)}
+        started = time.monotonic()
         timed_out = race = False
         with open(out_path, "w") as out, open(err_path, "w") as err:
             proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=err,
-                                    env=dict(env) if env is not None else None,
+                                    env=job_env,
                                     start_new_session=True)
             try:
                 next_race_check = started + RACE_CHECK_S
@@ -132,7 +132,7 @@ def run_job(module: str, args: Sequence[Any], *, timeout: float,
                         break
                     if detect_upstream_race and now >= next_race_check:
                         next_race_check = now + RACE_CHECK_S
-                        if race_in_logs(started_wall):
+                        if race_in_logs(log_dir):
                             race = True
                             break
                     if monitor is not None:

@@ -13,10 +13,20 @@ import pytest
 from scripts import ROOT  # noqa: F401 (the tests import it from here)
 from scripts.jobrun import run_job
 from tests.pg_server import ensure_running, fresh_schema, pg  # noqa: F401 (fixtures)
+from tests.workers import group_of
 
 T = TypeVar("T")
 #: Hard limit for one Flink job started by a test (the pytest-timeout of the test is above).
 JOB_TIMEOUT_S = int(os.environ.get("FAE_JOB_TIMEOUT_S", "240"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests that share a server or the cluster run on one parallel worker
+    (:func:`tests.workers.group_of`; ``--dist loadgroup``)."""
+    for item in items:
+        group = group_of(str(item.path), getattr(item, "fixturenames", ()))
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 class UpstreamRaceHit(Exception):

@@ -2,7 +2,8 @@
 
 ``scripts/kafka-test-server.sh`` starts (or reuses) a throwaway single-node broker once per
 session, in ``.kafka/test`` on 127.0.0.1:$FAE_KAFKA_TEST_PORT (default: a free port), not the
-broker of the Kafka profile (``.kafka``). A broker this session started is stopped at its
+broker of the Kafka profile (``.kafka``); each parallel worker has its own
+(:mod:`tests.workers`). A broker this session started is stopped at its
 end. To use another broker instead, set ``FAE_KAFKA_BOOTSTRAP`` (host:port). When the broker
 cannot be started or reached, the tests fail with the reason.
 """
@@ -18,9 +19,11 @@ from typing import Iterator
 
 import pytest
 
+from tests import workers
+
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "kafka-test-server.sh"
-SERVER_DIR = ROOT / ".kafka" / "test"
+SERVER_DIR = workers.server_dir(ROOT / ".kafka" / "test")
 
 
 @dataclass
@@ -50,8 +53,9 @@ class KafkaBroker:
 def server_env() -> dict[str, str]:
     env = {**os.environ, "FAE_KAFKA_DIR": str(SERVER_DIR)}
     env.pop("FAE_KAFKA_PORT", None)
-    if os.environ.get("FAE_KAFKA_TEST_PORT"):
-        env["FAE_KAFKA_PORT"] = os.environ["FAE_KAFKA_TEST_PORT"]
+    given = workers.port(os.environ.get("FAE_KAFKA_TEST_PORT"))
+    if given:
+        env["FAE_KAFKA_PORT"] = given
     return env
 
 

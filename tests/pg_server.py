@@ -1,7 +1,8 @@
 """The PostgreSQL server of the PostgreSQL tests (fixture ``pg``) and their helpers.
 
 The server: ``scripts/pg-test-server.sh`` starts (or reuses) a throwaway server once per
-session, in ``.pg/test`` on 127.0.0.1:$FAE_PG_TEST_PORT (default 55433): not the server of
+session, in ``.pg/test`` on 127.0.0.1:$FAE_PG_TEST_PORT (default 55433; each parallel worker
+its own, :mod:`tests.workers`): not the server of
 the cluster profile (``.pg``, port 55432), because these tests stop and restart theirs. A
 server this session started is stopped at its end. To use another server instead, set
 ``FAE_PG_DSN`` to a libpq connection string or URL (host, port, dbname, user, password); the
@@ -25,6 +26,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 from flink_agents_ext.store.postgres import PostgresStore
+from tests import workers
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "pg-test-server.sh"
@@ -33,8 +35,8 @@ PASSWORD_ENV = "FAE_TEST_PG_PASSWORD"
 #: Retry settings of the test stores: a server restart (~1 s) fits in the budget.
 RETRIES, BACKOFF_S = 5, 0.2
 #: The test server's directory and port (see the module documentation).
-SERVER_DIR = ROOT / ".pg" / "test"
-SERVER_PORT = os.environ.get("FAE_PG_TEST_PORT", "55433")
+SERVER_DIR = workers.server_dir(ROOT / ".pg" / "test")
+SERVER_PORT = str(workers.port(os.environ.get("FAE_PG_TEST_PORT", "55433")))
 
 
 @dataclass

@@ -21,12 +21,17 @@ NS = "concurrent"
 
 
 class Gauge:
-    """Tracks how many calls run at once."""
+    """Tracks how many calls run at once. With ``until``, a call stays in flight until that
+    many run at once (at most ``WAIT_S``), so that the peak does not depend on how fast a
+    loaded machine starts them."""
 
-    def __init__(self) -> None:
+    WAIT_S = 20.0
+
+    def __init__(self, until: int = 0) -> None:
         self.now = 0
         self.peak = 0
-        self.lock = threading.Lock()
+        self.until = until
+        self.lock = threading.Condition()
         self.calls: list[Any] = []
 
     def call(self, item: Any, seconds: float) -> Any:
@@ -34,6 +39,9 @@ class Gauge:
             self.now += 1
             self.peak = max(self.peak, self.now)
             self.calls.append(item)
+            self.lock.notify_all()
+            if self.until:
+                self.lock.wait_for(lambda: self.peak >= self.until, timeout=self.WAIT_S)
         time.sleep(seconds)
         with self.lock:
             self.now -= 1
@@ -87,8 +95,8 @@ def test_per_key_order_holds_while_keys_overlap(tmp_path: Path, commit: str) -> 
 
 @pytest.mark.timeout(60)
 def test_slow_calls_of_different_keys_overlap(tmp_path: Path) -> None:
-    gauge = Gauge()
-    h = KeyedFunctionHarness(make(tmp_path / "a.db", slow_agent(gauge, 0.1), max_in_flight=16))
+    gauge = Gauge(until=16)
+    h = KeyedFunctionHarness(make(tmp_path / "a.db", slow_agent(gauge, 0.01), max_in_flight=16))
     for i in range(16):
         h.process_element([f"k{i}", i], key=f"k{i}")
     h.end_input()

@@ -37,6 +37,9 @@ from flink_agents_ext.actions import INPUT, ActionContext, Agent, DurableAgentFu
 from flink_agents_ext.store import RecordId
 
 CALL_SECONDS = 0.0
+#: Pacing of the input until --cancel-after-checkpoints is reached (seconds per element,
+#: at most in all).
+PACE_S, PACE_MAX_S = 0.02, 60.0
 
 
 def ledger_call(out_dir: str, key: str, seq: int, pos: int, text: str) -> str:
@@ -168,10 +171,19 @@ def main() -> None:
     env.set_parallelism(args.parallelism)
     env.enable_checkpointing(args.interval)
     keys, delay, offset = args.keys, args.delay, args.offset
+    # --cancel-after-checkpoints: the second half of the input comes slower until that many
+    # checkpoints completed (at most PACE_MAX_S in all), so that the job is cancelled midway
+    # also on a loaded machine, whose checkpoints take longer.
+    gate = args.cancel_after_checkpoints if args.checkpoint_dir else 0
+    checkpoint_dir, half, paced = args.checkpoint_dir, args.n // 2, [0.0]
 
     def to_pair(i: int) -> tuple:
         if delay:
             time.sleep(delay)
+        if gate and i >= half and paced[0] < PACE_MAX_S \
+                and checkpoints_done(checkpoint_dir) < gate:
+            time.sleep(PACE_S)
+            paced[0] += PACE_S
         return (f"k{i % keys}", i + offset)
 
     src = env.from_source(NumberSequenceSource(0, args.n - 1),
@@ -208,6 +220,12 @@ def main() -> None:
     sys.exit(0)
 
 
+def checkpoints_done(checkpoint_dir: str) -> int:
+    """The id of the latest completed checkpoint in ``checkpoint_dir`` (0: none yet)."""
+    done = completed_checkpoints(checkpoint_dir)
+    return int(done[-1].rsplit("-", 1)[1]) if done else 0
+
+
 def completed_checkpoints(checkpoint_dir: str) -> list[str]:
     """The completed checkpoints in ``checkpoint_dir`` (any job), oldest first."""
     found = [os.path.dirname(path) for path in
@@ -225,8 +243,7 @@ def cancel(client: Any, args: argparse.Namespace) -> None:
                 and sum(1 for _ in open(ledger)) >= args.cancel_after_lines:
             break
         if args.cancel_after_checkpoints and args.checkpoint_dir:
-            done = completed_checkpoints(args.checkpoint_dir)
-            if done and int(done[-1].rsplit("-", 1)[1]) >= args.cancel_after_checkpoints:
+            if checkpoints_done(args.checkpoint_dir) >= args.cancel_after_checkpoints:
                 break
         time.sleep(0.02)
     else:
