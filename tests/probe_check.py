@@ -11,6 +11,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.jobs.lines import read_lines
+
 
 @dataclass
 class Instance:
@@ -40,11 +42,7 @@ def load(out_dir: str) -> list[Instance]:
 
 def outputs(out_dir: str) -> list[str]:
     """Every record the writer after the probe saw."""
-    lines: list[str] = []
-    for path in glob.glob(os.path.join(out_dir, "output-*.txt")):
-        with open(path) as fh:
-            lines.extend(line.rstrip("\n") for line in fh)
-    return lines
+    return read_lines(out_dir)
 
 
 def check_changed_keys(inst: Instance) -> int:

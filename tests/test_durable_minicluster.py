@@ -12,6 +12,7 @@ import pytest
 
 from flink_agents_ext.store import SQLiteStore
 from tests.conftest import run_module, run_with_upstream_race_retries
+from tests.jobs.lines import read_lines
 
 pytestmark = pytest.mark.flink
 MODES = ["thread", "process"]
@@ -34,11 +35,7 @@ def sink_lines(out: Path) -> list[str]:
 
 
 def writer_lines(out: Path) -> list[str]:
-    lines: list[str] = []
-    for path in glob.glob(str(out / "writer" / "*.txt")):
-        with open(path) as fh:
-            lines += [line.rstrip("\n") for line in fh]
-    return sorted(lines)
+    return sorted(read_lines(str(out / "writer")))
 
 
 def store_state(db: Path) -> tuple[int, int | None]:

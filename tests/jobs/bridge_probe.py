@@ -29,7 +29,7 @@ import uuid
 from typing import Any, Sequence
 
 from pyflink.common import Configuration, Types, WatermarkStrategy
-from pyflink.datastream import MapFunction, StreamExecutionEnvironment
+from pyflink.datastream import StreamExecutionEnvironment
 from pyflink.datastream.connectors.number_seq import NumberSequenceSource
 from pyflink.datastream.state import ValueStateDescriptor
 
@@ -41,6 +41,7 @@ from flink_agents_ext import (
     configure_environment,
     process_with_checkpoints,
 )
+from tests.jobs.lines import LineWriter
 
 
 class ProbeFunction(CheckpointedKeyedProcessFunction):
@@ -121,25 +122,6 @@ class ProbeFunction(CheckpointedKeyedProcessFunction):
         self.file.close()
 
 
-class OutputWriter(MapFunction):
-    """Appends every record it sees to ``<out>/output-<instance>.txt``."""
-
-    def __init__(self, out_dir: str) -> None:
-        self.out_dir = out_dir
-
-    def open(self, runtime_context: Any) -> None:
-        path = os.path.join(self.out_dir, f"output-{uuid.uuid4().hex[:12]}.txt")
-        self.file = open(path, "a")
-
-    def map(self, value: str) -> str:
-        self.file.write(value + "\n")
-        self.file.flush()
-        return value
-
-    def close(self) -> None:
-        self.file.close()
-
-
 def build(args: argparse.Namespace) -> StreamExecutionEnvironment:
     conf = Configuration()
     conf.set_string("restart-strategy.type", "fixed-delay")
@@ -175,7 +157,7 @@ def build(args: argparse.Namespace) -> StreamExecutionEnvironment:
     if args.chain:
         # A downstream Python operator that PyFlink chains into ours.
         out = out.map(lambda s: s.upper(), output_type=Types.STRING())
-    out.map(OutputWriter(args.out), output_type=Types.STRING()).name("writer")
+    out.map(LineWriter(args.out), output_type=Types.STRING()).name("writer")
     return env
 
 

@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 from pyflink.common import Configuration, Encoder, Types, WatermarkStrategy
-from pyflink.datastream import MapFunction, StreamExecutionEnvironment
+from pyflink.datastream import StreamExecutionEnvironment
 from pyflink.datastream.connectors.file_system import FileSink
 from pyflink.datastream.connectors.number_seq import NumberSequenceSource
 
@@ -35,6 +35,7 @@ from flink_agents_ext import (
 )
 from flink_agents_ext.actions import INPUT, ActionContext, Agent, DurableAgentFunction
 from flink_agents_ext.store import RecordId
+from tests.jobs.lines import LineWriter
 
 CALL_SECONDS = 0.0
 #: Pacing of the input until --cancel-after-checkpoints is reached (seconds per element,
@@ -103,24 +104,6 @@ def build_agent(out_dir: str, fail_at: int) -> Agent:
                              "runs": ctx.memory["runs"]}, sort_keys=True))
 
     return agent
-
-
-class Writer(MapFunction):
-    def __init__(self, out_dir: str) -> None:
-        self.out_dir = out_dir
-
-    def open(self, runtime_context: Any) -> None:
-        os.makedirs(os.path.join(self.out_dir, "writer"), exist_ok=True)
-        self.fh = open(os.path.join(self.out_dir, "writer", f"{os.getpid()}-{id(self)}.txt"),
-                       "a")
-
-    def map(self, value: str) -> str:
-        self.fh.write(value + "\n")
-        self.fh.flush()
-        return value
-
-    def close(self) -> None:
-        self.fh.close()
 
 
 def main() -> None:
@@ -200,7 +183,8 @@ def main() -> None:
         out.sink_to(FileSink.for_row_format(os.path.join(args.out, "sink"),
                                             Encoder.simple_string_encoder()).build()).uid("sink")
     else:
-        out.map(Writer(args.out), output_type=Types.STRING()).uid("writer")
+        out.map(LineWriter(os.path.join(args.out, "writer")),
+                output_type=Types.STRING()).uid("writer")
 
     if args.cancel_after_lines or args.cancel_after_checkpoints:
         cancel(env.execute_async("durable-probe"), args)
