@@ -86,6 +86,17 @@ class ChaosVariant(triage.Variant):
         """``max_in_flight`` of the trial."""
         return {"max_in_flight": self.max_in_flight}
 
+    def configure(self, env: Any) -> None:
+        """Small Python bundles (process mode): a checkpoint barrier waits for the bundle
+        before it, and the default 1000-element bundles would hold the whole input of a
+        trial, so that a loaded machine completed too few checkpoints for a failure at the
+        K-th snapshot or notification (and a savepoint came only at the end)."""
+        from pyflink.util.java_utils import get_j_env_configuration
+
+        conf = get_j_env_configuration(env._j_stream_execution_environment)
+        conf.setString("python.fn-execution.bundle.size", "5")
+        conf.setString("python.fn-execution.bundle.time", "20")
+
 
 def main(argv: list[str] | None = None) -> int:
     """Run the instrumented job; print progress and the summary."""
@@ -127,14 +138,7 @@ def stop_midway(cfg: Any, out_dir: str, variant: ChaosVariant, calls: int,
     """Run the job until ``calls`` durable calls ran, then stop it with a savepoint in
     ``<out_dir>/savepoints``; print ``SAVEPOINT <path>``. Exit status 3 when the job ended
     (or the wait timed out) first."""
-    from pyflink.util.java_utils import get_j_env_configuration
-
     env = triage.make_env(cfg, savepoint or None)
-    # Small Python bundles: a savepoint barrier waits for the bundle before it (process
-    # mode), and the job's 1000-element bundles hold the whole input of a chaos run.
-    conf = get_j_env_configuration(env._j_stream_execution_environment)
-    conf.setString("python.fn-execution.bundle.size", "5")
-    conf.setString("python.fn-execution.bundle.time", "20")
     triage.build(env, cfg, out_dir, 0, variant)
     client = env.execute_async(cfg.name)
     outcome = client.get_job_execution_result()

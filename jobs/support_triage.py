@@ -253,11 +253,15 @@ class Variant:
         """The n-th generated ticket (``input.generate``): :func:`generated_ticket`."""
         return generated_ticket
 
+    def configure(self, env: StreamExecutionEnvironment) -> None:
+        """More settings of the environment, before the pipeline is built (none)."""
+
 
 def build(env: StreamExecutionEnvironment, cfg: JobConfig, out_dir: str,
           fail_after: int, variant: Optional[Variant] = None) -> None:
     """Build the pipeline on ``env`` (``variant``: see :class:`Variant`)."""
     variant = variant or Variant()
+    variant.configure(env)
     if variant.upstream_parallelism is not None:
         env.set_parallelism(variant.upstream_parallelism)
     lines = None
