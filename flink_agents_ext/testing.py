@@ -20,7 +20,10 @@ finishes off the task thread comes back as in the Java operators
 (:mod:`~flink_agents_ext.checkpoint.completions`): when processing time advances past the next
 collection (every ``completion_interval_ms``), each finished key's ``on_timer`` fires with
 that key current; after a restore, each key holding a ``RESUME_TIMER`` event-time timer fires
-once at the first collection. Keys are
+once at the first collection. ``mode`` says which operator is modelled: ``"thread"`` (default)
+keeps the keys' ``RESUME_TIMER`` timers itself and drains the outstanding work at the end of
+input (:attr:`~flink_agents_ext.checkpoint.completions.Completions.operator_tracks_work`);
+``"process"`` leaves both to the function. Keys are
 told apart as Flink tells them apart, by value *and type*: ``1``, ``1.0``, ``True``,
 ``"1"``, ``(1,)`` and ``b"1"`` are six keys with six sets of state and timers (Python's
 ``1 == 1.0 == True`` does not merge them), while ``get_current_key()`` returns the object
@@ -30,18 +33,24 @@ the element was keyed with.
 from __future__ import annotations
 
 import copy
-import pickle
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Optional, cast
 
 from pyflink.datastream import OutputTag, TimeDomain
 
+from flink_agents_ext._harness_state import (
+    _flink_key,
+    _FlinkKey,
+    _KeyedStore,
+    _ListState,
+    _MapState,
+    _ValueState,
+)
 from flink_agents_ext.checkpoint.bridge import CheckpointBridge
 from flink_agents_ext.checkpoint.completions import RESUME_TIMER
 from flink_agents_ext.checkpoint.function import CheckpointedKeyedProcessFunction
 from flink_agents_ext.checkpoint.timeline import JobTimeline
-from flink_agents_ext.keys import KeyEncodingError, encode_key
 
 
 class _Counter:
@@ -74,111 +83,6 @@ class FakeMetricGroup:
 
     def gauge(self, name: str, obj: Callable[[], int]) -> None:
         self.registry[self.prefix + name] = obj
-
-
-class _FlinkKey:
-    """A key as Flink identifies it: equal only to a key of the same value and type (by
-    the stable encoding of :mod:`flink_agents_ext.keys`), so ``1``, ``1.0`` and ``True``
-    stay distinct in the harness's dicts and sets. ``key`` is the original object."""
-
-    __slots__ = ("identity", "key")
-
-    def __init__(self, key: Any) -> None:
-        self.key = key
-        try:
-            self.identity: Any = encode_key(key)
-        except KeyEncodingError:  # still a Flink key (PyFlink pickles it): same bytes
-            try:
-                self.identity = ("pickle", pickle.dumps(key))
-            except Exception:
-                self.identity = ("object", id(key))
-
-    def __hash__(self) -> int:
-        return hash(self.identity)
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _FlinkKey) and self.identity == other.identity
-
-    def __repr__(self) -> str:
-        return repr(self.key)
-
-
-def _flink_key(key: Any) -> _FlinkKey:
-    return key if isinstance(key, _FlinkKey) else _FlinkKey(key)
-
-
-class _KeyedStore:
-    """state name -> key -> value, plus the current key; keys are :class:`_FlinkKey`."""
-
-    def __init__(self, data: Optional[dict[str, dict[Any, Any]]] = None) -> None:
-        self.data: dict[str, dict[_FlinkKey, Any]] = {
-            name: {_flink_key(k): v for k, v in table.items()}
-            for name, table in (data or {}).items()}
-        self.current: Optional[_FlinkKey] = None
-
-    @property
-    def current_key(self) -> Any:
-        return None if self.current is None else self.current.key
-
-    def table(self, name: str) -> dict[_FlinkKey, Any]:
-        return self.data.setdefault(name, {})
-
-
-class _ValueState:
-    def __init__(self, store: _KeyedStore, name: str) -> None:
-        self._store, self._name = store, name
-
-    def value(self) -> Any:
-        current = self._store.current
-        return None if current is None else self._store.table(self._name).get(current)
-
-    def update(self, value: Any) -> None:
-        assert self._store.current is not None, "keyed state used without a current key"
-        self._store.table(self._name)[self._store.current] = value
-
-    def clear(self) -> None:
-        if self._store.current is not None:
-            self._store.table(self._name).pop(self._store.current, None)
-
-
-class _ListState(_ValueState):
-    def get(self) -> list[Any]:
-        return list(super().value() or [])
-
-    def add(self, value: Any) -> None:
-        self.update([*self.get(), value])
-
-    def add_all(self, values: Iterable[Any]) -> None:
-        self.update([*self.get(), *values])
-
-
-class _MapState(_ValueState):
-    def _map(self) -> dict[Any, Any]:
-        assert self._store.current is not None, "keyed state used without a current key"
-        values: dict[Any, Any] = self._store.table(self._name).setdefault(
-            self._store.current, {})
-        return values
-
-    def get(self, key: Any) -> Any:
-        return self._map().get(key)
-
-    def put(self, key: Any, value: Any) -> None:
-        self._map()[key] = value
-
-    def remove(self, key: Any) -> None:
-        self._map().pop(key, None)
-
-    def contains(self, key: Any) -> bool:
-        return key in self._map()
-
-    def items(self) -> Iterable[tuple[Any, Any]]:
-        return list(self._map().items())
-
-    def keys(self) -> Iterable[Any]:
-        return list(self._map().keys())
-
-    def is_empty(self) -> bool:
-        return not self._map()
 
 
 class _RuntimeContext:
@@ -278,6 +182,7 @@ class KeyedFunctionHarness:
             after it (see :class:`~flink_agents_ext.checkpoint.timeline.JobTimeline`).
         attempt: the attempt number (``> 0``: the job restarted before any checkpoint).
         timeline: the timeline to hand over instead (:meth:`restore` passes it).
+        mode: the ``python.execution-mode`` whose operator is modelled (see the module).
 
     Attributes:
         outputs: records emitted on the main output, in order.
@@ -289,10 +194,14 @@ class KeyedFunctionHarness:
     def __init__(self, function: CheckpointedKeyedProcessFunction,
                  keyed_state: Optional[dict[str, dict[Any, Any]]] = None,
                  open_function: bool = True, *, job_id: str = "harness-job",
-                 attempt: int = 0, timeline: Optional[JobTimeline] = None) -> None:
+                 attempt: int = 0, timeline: Optional[JobTimeline] = None,
+                 mode: str = "thread") -> None:
         if not isinstance(function, CheckpointedKeyedProcessFunction):
             raise TypeError("the harness drives CheckpointedKeyedProcessFunction subclasses")
+        if mode not in ("thread", "process"):
+            raise ValueError(f"mode must be 'thread' or 'process', got {mode!r}")
         self.function = function
+        self.mode = mode
         self._state = _KeyedStore(copy.deepcopy(keyed_state) if keyed_state else None)
         self._changed: dict[_FlinkKey, None] = {}
         self._timers: set[tuple[int, _FlinkKey]] = set()
@@ -302,8 +211,9 @@ class KeyedFunctionHarness:
         self.side_outputs: dict[str, list[Any]] = {}
         self.metrics = FakeMetricGroup()
         self.processing_time = 0
-        self.bridge = CheckpointBridge(function, self._walk_changed_keys,
-                                       lambda: self._state.current)
+        self._handle_taken = False
+        self.bridge = CheckpointBridge(function, self._walk_changed_keys, self._key_handle,
+                                       operator_tracks_work=mode == "thread")
         self._completion_interval_ms = function.completion_interval_ms()
         self._next_drain = 0
         self._resume: list[_FlinkKey] = []
@@ -317,6 +227,16 @@ class KeyedFunctionHarness:
         for key in keys:
             self._state.current = key
             yield key.key
+
+    def _key_handle(self) -> _FlinkKey:
+        """The current key as its handle; the thread-mode operator registers its resume
+        timer."""
+        current = self._state.current
+        assert current is not None, "a key handle taken without a current key"
+        self._handle_taken = True
+        if self.mode == "thread":
+            self._event_timers.add((RESUME_TIMER, current))
+        return current
 
     def _set_current(self, key: Any) -> _FlinkKey:
         current = self._state.current = _flink_key(key)
@@ -354,12 +274,20 @@ class KeyedFunctionHarness:
 
     def _drain_completions(self, timestamp: int) -> list[Any]:
         """The operators' non-keyed callback: fire the resumed and the finished keys."""
-        emitted: list[Any] = []
         resume, self._resume = self._resume, []
-        for key in [*resume, *self.bridge.take_completions()]:
-            self._set_current(key)
+        return self._fire(timestamp, [*resume, *self.bridge.take_completions()])
+
+    def _fire(self, timestamp: int, keys: Iterable[_FlinkKey]) -> list[Any]:
+        """Fire each key's processing-time ``on_timer``; the thread-mode operator deletes
+        the resume timer of a key that took no new handle."""
+        emitted: list[Any] = []
+        for key in keys:
+            current = self._set_current(key)
+            self._handle_taken = False
             emitted += self._collect(self.function.on_timer(timestamp,
                                                             cast(Any, _Context(self))))
+            if self.mode == "thread" and not self._handle_taken:
+                self._event_timers.discard((RESUME_TIMER, current))
         return emitted
 
     @property
@@ -387,10 +315,25 @@ class KeyedFunctionHarness:
             emitted += self.advance_processing_time(self.processing_time + step_ms)
         return emitted
 
-    def end_input(self) -> list[Any]:
-        """Deliver the final watermark of a bounded input: fire every event-time timer, in
-        time order; return what they emitted."""
+    def end_input(self, timeout_s: float = 60.0) -> list[Any]:
+        """Deliver the final watermark of a bounded input: in thread mode, the operator first
+        fires the keys still to resume and then each key whose work finishes, until none is
+        outstanding (waiting in real time, at most ``timeout_s``); then every event-time
+        timer fires, in time order. Return what was emitted.
+
+        Raises:
+            TimeoutError: thread mode: work was still outstanding after ``timeout_s``.
+        """
         emitted: list[Any] = []
+        if self.mode == "thread" and self._completion_interval_ms:
+            resume, self._resume = self._resume, []
+            emitted += self._fire(self.processing_time, resume)
+            deadline = time.monotonic() + timeout_s
+            while self.bridge.completions.outstanding:
+                if time.monotonic() > deadline:
+                    raise TimeoutError("work still outstanding at the end of input")
+                time.sleep(0.001)
+                emitted += self._fire(self.processing_time, self.bridge.take_completions())
         while self._event_timers:
             ts, key = min(self._event_timers, key=lambda t: (t[0], repr(t[1].identity)))
             self._event_timers.discard((ts, key))
@@ -437,7 +380,8 @@ class KeyedFunctionHarness:
             attempt = self.timeline.attempt + 1 if same_job else 0
         timeline = JobTimeline(snapshot.lineage, jid, attempt, snapshot.checkpoint_id,
                                snapshot.job_id)
-        restored = KeyedFunctionHarness(function, snapshot.keyed_state, timeline=timeline)
+        restored = KeyedFunctionHarness(function, snapshot.keyed_state, timeline=timeline,
+                                        mode=self.mode)
         # As Flink numbers checkpoints: a failover keeps the job's counter (no id repeats);
         # a new job resumed from a checkpoint continues after the restored one's id (so it
         # can repeat ids of the branch it abandoned).

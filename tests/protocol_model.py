@@ -92,6 +92,7 @@ class ProtocolMachine(RuleBasedStateMachine):
         self.cov: list[dict[str, int]] = []
         self.started: list[dict[str, int]] = []
         self.h: Optional[KeyedFunctionHarness] = None
+        self.mode = "thread"
         self.job: Job = Job(0, 1, "each", 0, False)
         self.lin = 0
         self.offset = 0
@@ -127,7 +128,7 @@ class ProtocolMachine(RuleBasedStateMachine):
         self.job, self.offset, self.base_outputs, self.path = job, 0, [], ()
         self.window, self.blocked_u = [], None
         self.h = KeyedFunctionHarness(self._function(job), job_id=job.job_id,
-                                      attempt=job.attempt)
+                                      attempt=job.attempt, mode=self.mode)
 
     def _start_restored(self, job: Job, snap: Snap) -> None:
         fn = self._function(job)
@@ -155,9 +156,10 @@ class ProtocolMachine(RuleBasedStateMachine):
             self.h.close()
 
     @initialize(retention=retentions, commit=commits, max_in_flight=st.sampled_from([0, 2]),
-                allow_reexecution=st.booleans())
+                allow_reexecution=st.booleans(), mode=st.sampled_from(["thread", "process"]))
     def start(self, retention: int, commit: str, max_in_flight: int,
-              allow_reexecution: bool) -> None:
+              allow_reexecution: bool, mode: str = "thread") -> None:
+        self.mode = mode  # the operator modelled: who keeps resume timers, drains at the end
         self._start_fresh(self._new_job(retention, commit, max_in_flight, allow_reexecution,
                                         None), new_lineage=True)
 

@@ -167,8 +167,8 @@ def test_checkpoint_with_runs_in_flight_prunes_only_completed(tmp_path: Path) ->
     while seqs(db, "busy") != [0]:  # its durable call is recorded; the run still waits
         assert time.monotonic() < deadline, "the busy run's call was not recorded"
         time.sleep(0.005)
-    assert h.state("fae-running-seq", "busy") == 0
-    assert h.state("fae-last-completed-seq", "busy") is None
+    next_seq, running, last_completed = h.state("fae-runs", "busy")[:3]
+    assert (next_seq, running, last_completed) == (1, 0, None)
     snap = h.snapshot()
     h.notify_complete(snap.checkpoint_id)
     assert seqs(db, "done") == [], "the completed run is pruned"
@@ -316,3 +316,65 @@ def test_async_runs_hold_no_thread_while_they_await(tmp_path: Path) -> None:
     release.set()
     h.run_until_idle()
     assert sorted(h.outputs) == list(range(300))
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("mode", ["thread", "process"])
+def test_end_of_input_starts_every_keys_next_run_before_waiting(tmp_path: Path,
+                                                                 mode: str) -> None:
+    """At the end of a bounded input, the queued runs of different keys overlap (thread mode:
+    the operator drains the work, each completion starts its key's next run at once); they
+    ran one key after another before. Process mode still waits key by key, but loses
+    nothing."""
+    gauge = Gauge()
+    h = KeyedFunctionHarness(make(tmp_path / "a.db", slow_agent(gauge, 0.2), max_in_flight=8),
+                             mode=mode)
+    keys = [f"k{i}" for i in range(4)]
+    for round_ in range(3):
+        for key in keys:
+            h.process_element([key, round_], key=key)
+    deadline = time.monotonic() + 10
+    while len(gauge.calls) < 4 or gauge.now:  # every key's first run finished
+        assert time.monotonic() < deadline, "the first runs did not finish"
+        time.sleep(0.005)
+    gauge.peak = 0
+    with gauge.lock:
+        gauge.calls.clear()
+    h.end_input()
+    assert sorted((o["key"], o["item"][1]) for o in h.outputs) == sorted(
+        (k, r) for k in keys for r in range(3))
+    h.run_until_idle()  # process mode: the handles of the runs waited for
+    assert not h.work_outstanding and h._event_timers == set()
+    # The queued runs (rounds 1 and 2) were started by the end of input.
+    assert len(gauge.calls) >= 8
+    if mode == "thread":
+        assert gauge.peak >= 2, "queued runs of different keys ran one after another"
+    else:
+        assert gauge.peak == 1
+
+
+@pytest.mark.timeout(60)
+def test_restore_switches_between_inline_and_concurrent_runs(tmp_path: Path) -> None:
+    """A key continues at its sequence (and memory) when state of one run mode is restored
+    into the other; a key with runs queued cannot go back to inline runs (a clear error)."""
+    from flink_agents_ext.errors import NotRecoverableError
+
+    gauge, db = Gauge(), tmp_path / "a.db"
+    h = KeyedFunctionHarness(make(db, slow_agent(gauge, 0.0), max_in_flight=0))
+    h.process_element(["k", 0], key="k")
+    h2 = h.restore(h.snapshot(), make(db, slow_agent(gauge, 0.0), max_in_flight=2))
+    h2.process_element(["k", 1], key="k")
+    h2.run_until_idle()
+    h3 = h2.restore(h2.snapshot(), make(db, slow_agent(gauge, 0.0), max_in_flight=0))
+    h3.process_element(["k", 2], key="k")
+    assert [(o["seq"], o["n"]) for o in [*h.outputs, *h2.outputs, *h3.outputs]] == [
+        (0, 1), (1, 2), (2, 3)]
+    gate = Gate()
+    h4 = KeyedFunctionHarness(make(tmp_path / "b.db", gate.agent(), max_in_flight=2))
+    h4.process_element("x", key="busy")
+    h5 = h4.restore(h4.snapshot(), make(tmp_path / "b.db", gate.agent(), max_in_flight=0))
+    with pytest.raises(NotRecoverableError, match="max_in_flight > 0"):
+        h5.process_element("y", key="busy")
+    for event in gate.open.values():
+        event.set()
+    h4.close()

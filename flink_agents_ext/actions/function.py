@@ -43,8 +43,8 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
     How a key's runs are sequenced, and the keyed state that says which completed, is the
     run mode's: :class:`~flink_agents_ext.actions.modes.InlineRuns` (``max_in_flight=0``)
     or :class:`~flink_agents_ext.actions.concurrent.ConcurrentRuns`. Per key there is
-    always ``fae-next-seq`` (the sequence of the key's next input; 0 for its first) and the
-    key's memory.
+    always the sequence of the key's next input (0 for its first; ``fae-next-seq`` inline,
+    in ``fae-runs`` with runs in flight) and the key's memory.
 
     Every action's effects and every durable call are recorded in the action state store
     before they take effect (committed at once, or in batches with the store setting

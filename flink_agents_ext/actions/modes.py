@@ -28,11 +28,18 @@ from flink_agents_ext.actions.runner import (
     execute_run,
     execute_run_async,
 )
+from flink_agents_ext.errors import NotRecoverableError
 from flink_agents_ext.serde import Serializer
 from flink_agents_ext.store import ActionStateStore
 
 #: Builds a dead-letter record: ``(key, seq, input, action, reason) -> (tag, json)``.
 DeadLetter = Callable[[Any, Optional[int], Any, Optional[str], str], Any]
+
+#: Keyed state of :class:`InlineRuns`: the sequence of the key's next input.
+NEXT_SEQ_STATE = "fae-next-seq"
+#: Keyed state of :class:`~flink_agents_ext.actions.concurrent.ConcurrentRuns`: the key's
+#: sequences and run in flight, one tuple.
+RUNS_STATE = "fae-runs"
 
 
 class RunEnv:
@@ -109,14 +116,12 @@ class RunMode(ABC):
     completed. Everything runs on the task thread with the run's key current, unless said
     otherwise.
 
-    Keyed state every mode has: ``fae-next-seq`` (the sequence the key's next input gets; 0
-    for its first) and ``fae-memory`` (the key's memory, JSON).
+    Keyed state every mode has: ``fae-memory`` (the key's memory, JSON); the sequences are
+    the mode's own.
     """
 
     def __init__(self, env: RunEnv, runtime_context: Any) -> None:
         self.env = env
-        self.next_seq = runtime_context.get_state(
-            ValueStateDescriptor("fae-next-seq", Types.LONG()))
         self.memory_state = runtime_context.get_state(
             ValueStateDescriptor("fae-memory", Types.STRING()))
 
@@ -162,14 +167,40 @@ class RunMode(ABC):
 class InlineRuns(RunMode):
     """``max_in_flight=0``: each run executes within its ``process_element``.
 
-    ``fae-next-seq`` advances when the run finished, so the last completed sequence is
-    ``fae-next-seq - 1``; a run that raises fails the task and does not advance it.
+    Keyed state, besides the memory: ``fae-next-seq``, the sequence the key's next input
+    gets (0 for its first); it advances when the run finished, so the last completed
+    sequence is ``fae-next-seq - 1``; a run that raises fails the task and does not advance
+    it. A key first seen by this mode after a restore of state written with
+    ``max_in_flight > 0`` continues at that state's next sequence.
     """
+
+    def __init__(self, env: RunEnv, runtime_context: Any) -> None:
+        super().__init__(env, runtime_context)
+        self.next_seq = runtime_context.get_state(
+            ValueStateDescriptor(NEXT_SEQ_STATE, Types.LONG()))
+        # The concurrent mode's state, read only for a key this mode has not seen.
+        self.concurrent_runs = runtime_context.get_state(
+            ValueStateDescriptor(RUNS_STATE, Types.PICKLED_BYTE_ARRAY()))
+
+    def _next_seq(self, key: Any) -> int:
+        seq: Optional[int] = self.next_seq.value()
+        if seq is not None:
+            return seq
+        runs = self.concurrent_runs.value()
+        if runs is None:
+            return 0
+        if runs[1] is not None:
+            raise NotRecoverableError(
+                f"key {key!r} has runs in flight or queued in state written with "
+                f"max_in_flight > 0; restore this state with max_in_flight > 0 (they would "
+                f"never run with max_in_flight=0)")
+        self.concurrent_runs.clear()  # from now on fae-next-seq holds it
+        return int(runs[0])
 
     def process_element(self, key: Any, key_enc: str, value: Any,
                         ctx: Any) -> Iterator[Any]:
         """Execute the run now; yield its outputs."""
-        seq = self.next_seq.value() or 0
+        seq = self._next_seq(key)
         # The memory is read from keyed state only if an action uses it.
         result, failure = self.env.outcome(
             lambda: self.env.execute(key, key_enc, seq, value, self.memory))

@@ -9,7 +9,8 @@ and then calls ``_fae_bridge.snapshot/complete/abort/restore``. The Java operato
 the keys of processed elements and timers; ``changed_keys`` walks them by calling
 ``advanceChangedKey()`` on the operator, which makes the next one the current key. A key
 handle for :mod:`~flink_agents_ext.checkpoint.completions` is a number from the operator's
-``keyHandle()``: the operator maps it back to the key when it fires the completion.
+``keyHandle()``: the operator maps it back to the key when it fires the completion, and it
+tracks the keys' work itself (``Completions.operator_tracks_work``).
 """
 
 from __future__ import annotations
@@ -60,4 +61,5 @@ def attach(operation: Any, j_operator: Any) -> CheckpointBridge:
         while j_operator.advanceChangedKey():
             yield context.get_current_key()
 
-    return CheckpointBridge(function, changed_keys, j_operator.keyHandle)
+    return CheckpointBridge(function, changed_keys, j_operator.keyHandle,
+                            operator_tracks_work=True)

@@ -30,6 +30,7 @@ class CheckpointBridge:
             making each the current key while the iterator stands on it, and forgets them.
         key_handle: the current key's handle for :class:`Completions` (default: the
             function cannot hand work back; see :mod:`.completions`).
+        operator_tracks_work: see :class:`Completions`.
     """
 
     def __init__(
@@ -37,13 +38,14 @@ class CheckpointBridge:
         function: CheckpointedKeyedProcessFunction,
         changed_keys: Callable[[], Iterator[Any]],
         key_handle: Optional[Callable[[], Any]] = None,
+        operator_tracks_work: bool = False,
     ) -> None:
         self.function = function
         self._changed_keys = changed_keys
         self.ledger = PayloadLedger()
         self.restored_from: Optional[int] = None
         self.timeline: Optional[JobTimeline] = None
-        self.completions = Completions(key_handle or _no_key_handle)
+        self.completions = Completions(key_handle or _no_key_handle, operator_tracks_work)
         function.bind_completions(self.completions)
 
     def open_timeline(self, timeline: JobTimeline | str | bytes) -> None:

@@ -18,6 +18,14 @@ state as a timer of that key, one firing per finished run.
   a bounded input fires it, so the function can wait for its work). After a restore, the
   Java operator fires one processing-time timer for each key holding such a timer, so the
   function resumes the work the checkpoint had in flight.
+* The thread-mode operator tracks the work itself (:attr:`Completions.operator_tracks_work`,
+  no call from Python for it): taking a handle registers the key's :data:`RESUME_TIMER`
+  timer, a fired key that took no new handle has it deleted, and after the final watermark's
+  timers fired (end of a bounded input) the operator keeps collecting and firing finished
+  keys until no handle is outstanding, before it forwards the watermark. The function then
+  never waits for work in ``on_timer``: at the end of input every key starts its next piece
+  of work before any is waited for. In process mode the function registers and deletes the
+  timer and waits in the end-of-input ``on_timer``.
 """
 
 from __future__ import annotations
@@ -35,10 +43,17 @@ class Completions:
 
     Args:
         key_handle: returns the current key's handle (task thread only).
+        operator_tracks_work: the operator keeps each key's :data:`RESUME_TIMER` timer and
+            drains the outstanding work at the end of input (see above).
+
+    Attributes:
+        operator_tracks_work: as given.
     """
 
-    def __init__(self, key_handle: Callable[[], Any]) -> None:
+    def __init__(self, key_handle: Callable[[], Any],
+                 operator_tracks_work: bool = False) -> None:
         self._key_handle = key_handle
+        self.operator_tracks_work = operator_tracks_work
         self._done: deque[Any] = deque()
         self._lock = threading.Lock()
         self._outstanding = 0

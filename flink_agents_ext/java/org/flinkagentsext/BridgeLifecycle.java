@@ -43,10 +43,17 @@ final class BridgeLifecycle {
     static BridgeLifecycle initialize(StateInitializationContext context,
             AbstractStreamOperator<?> operator, long completionIntervalMs,
             CompletionDrain.Step step) throws Exception {
+        return initialize(context, operator, completionIntervalMs, step, null);
+    }
+
+    /** As above; {@code listener} is told around each fire of the drain ({@code null}: none). */
+    static BridgeLifecycle initialize(StateInitializationContext context,
+            AbstractStreamOperator<?> operator, long completionIntervalMs,
+            CompletionDrain.Step step, CompletionDrain.FireListener listener) throws Exception {
         return new BridgeLifecycle(
                 LedgerState.initialize(context),
                 TimelineState.initialize(context, operator.getRuntimeContext()),
-                new CompletionDrain(operator, completionIntervalMs, step));
+                new CompletionDrain(operator, completionIntervalMs, step, listener));
     }
 
     /**

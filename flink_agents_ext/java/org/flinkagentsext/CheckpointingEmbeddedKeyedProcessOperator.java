@@ -8,8 +8,10 @@ import org.apache.flink.runtime.state.VoidNamespace;
 import org.apache.flink.runtime.state.VoidNamespaceSerializer;
 import org.apache.flink.streaming.api.functions.python.DataStreamPythonFunctionInfo;
 import org.apache.flink.streaming.api.operators.InternalTimer;
+import org.apache.flink.streaming.api.operators.InternalTimerService;
 import org.apache.flink.streaming.api.operators.python.embedded.AbstractEmbeddedDataStreamPythonFunctionOperator;
 import org.apache.flink.streaming.api.operators.python.embedded.EmbeddedPythonKeyedProcessOperator;
+import org.apache.flink.streaming.api.watermark.Watermark;
 import org.apache.flink.streaming.runtime.streamrecord.StreamRecord;
 
 import java.util.HashMap;
@@ -31,7 +33,11 @@ import java.util.List;
  * <p>Work the function finishes off the task thread comes back through a {@link
  * CompletionDrain}: Python takes a {@link #keyHandle()} for the current key when the work starts;
  * one callback maps the handles of finished work ({@code _fae_bridge.take_completions()}) back to
- * their keys and fires their timers.
+ * their keys and fires their timers. The operator tracks the keys' work itself, so Python makes no
+ * call for it: taking a handle registers the key's resume timer ({@link
+ * CompletionDrain#RESUME_TIMER}), a fired key that took no new handle has it deleted, and at the
+ * final watermark the outstanding work is drained before the watermark goes on (every key's next
+ * run started as soon as its previous one finished, not one key after another).
  */
 public class CheckpointingEmbeddedKeyedProcessOperator<K, IN, OUT>
         extends EmbeddedPythonKeyedProcessOperator<K, IN, OUT> {
@@ -49,6 +55,8 @@ public class CheckpointingEmbeddedKeyedProcessOperator<K, IN, OUT>
     private transient boolean userFunctionClosed;
     private transient HashMap<Long, Object> handleKeys;
     private transient long nextHandle;
+    private transient InternalTimerService<VoidNamespace> userTimers;
+    private transient boolean handleTaken;
 
     public CheckpointingEmbeddedKeyedProcessOperator(
             Configuration config,
@@ -73,7 +81,24 @@ public class CheckpointingEmbeddedKeyedProcessOperator<K, IN, OUT>
         nextHandle = 0L;
         bridge =
                 BridgeLifecycle.initialize(
-                        context, this, completionIntervalMs, this::fireCompleted);
+                        context,
+                        this,
+                        completionIntervalMs,
+                        this::fireCompleted,
+                        new CompletionDrain.FireListener() {
+                            @Override
+                            public void beforeFire() {
+                                handleTaken = false;
+                            }
+
+                            @Override
+                            public void afterFire() {
+                                if (!handleTaken) { // the key's work is done
+                                    userTimers.deleteEventTimeTimer(
+                                            VoidNamespace.INSTANCE, CompletionDrain.RESUME_TIMER);
+                                }
+                            }
+                        });
     }
 
     @Override
@@ -98,8 +123,8 @@ public class CheckpointingEmbeddedKeyedProcessOperator<K, IN, OUT>
                     bridge.ledger.restoredCheckpointId(),
                     bridge.ledger.takeRestored().toArray(new Object[0]));
         }
-        bridge.completions.resumeFrom(
-                getInternalTimerService("user-timers", VoidNamespaceSerializer.INSTANCE, this));
+        userTimers = getInternalTimerService("user-timers", VoidNamespaceSerializer.INSTANCE, this);
+        bridge.completions.resumeFrom(userTimers);
     }
 
     /**
@@ -110,6 +135,8 @@ public class CheckpointingEmbeddedKeyedProcessOperator<K, IN, OUT>
     public long keyHandle() {
         long handle = nextHandle++;
         handleKeys.put(handle, getCurrentKey());
+        handleTaken = true;
+        userTimers.registerEventTimeTimer(VoidNamespace.INSTANCE, CompletionDrain.RESUME_TIMER);
         bridge.completions.schedule();
         return handle;
     }
@@ -126,6 +153,24 @@ public class CheckpointingEmbeddedKeyedProcessOperator<K, IN, OUT>
             }
         }
         return !handleKeys.isEmpty();
+    }
+
+    /**
+     * The final watermark (end of a bounded input): before it goes on (and fires the timers), the
+     * keys still to resume after a restore are fired and the outstanding work is drained, each
+     * finished key fired as its work completes (it applies the result and starts its next run at
+     * once, so every key's queue advances in parallel). The function ignores its end-of-input
+     * timers then.
+     */
+    @Override
+    public void processWatermark(Watermark mark) throws Exception {
+        if (mark.getTimestamp() == Long.MAX_VALUE && bridge.completions.enabled()) {
+            bridge.completions.fireResumed(getProcessingTimeService().getCurrentProcessingTime());
+            while (fireCompleted(getProcessingTimeService().getCurrentProcessingTime())) {
+                Thread.sleep(1);
+            }
+        }
+        super.processWatermark(mark);
     }
 
     @Override

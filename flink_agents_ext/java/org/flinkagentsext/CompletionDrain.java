@@ -30,9 +30,17 @@ final class CompletionDrain {
         boolean run(long now) throws Exception;
     }
 
+    /** Told around each {@link #fire} (thread mode: the operator keeps the resume timers). */
+    interface FireListener {
+        void beforeFire();
+
+        void afterFire() throws Exception;
+    }
+
     private final AbstractStreamOperator<?> operator;
     private final long intervalMs;
     private final Step step;
+    private final FireListener listener;
     private final ArrayDeque<Object> resumeKeys = new ArrayDeque<>();
     private boolean scheduled;
     private boolean open = true;
@@ -42,9 +50,19 @@ final class CompletionDrain {
      * @param intervalMs the callback's period; {@code <= 0}: the function hands nothing back
      */
     CompletionDrain(AbstractStreamOperator<?> operator, long intervalMs, Step step) {
+        this(operator, intervalMs, step, null);
+    }
+
+    /** @param listener told around each fire ({@code null}: nobody) */
+    CompletionDrain(
+            AbstractStreamOperator<?> operator,
+            long intervalMs,
+            Step step,
+            FireListener listener) {
         this.operator = operator;
         this.intervalMs = intervalMs;
         this.step = step;
+        this.listener = listener;
     }
 
     boolean enabled() {
@@ -81,8 +99,21 @@ final class CompletionDrain {
     @SuppressWarnings({"unchecked", "rawtypes"})
     void fire(Object key, long now) throws Exception {
         operator.setCurrentKey(key);
+        if (listener != null) {
+            listener.beforeFire();
+        }
         ((Triggerable) operator)
                 .onProcessingTime(new TimerHeapInternalTimer(now, key, VoidNamespace.INSTANCE));
+        if (listener != null) {
+            listener.afterFire();
+        }
+    }
+
+    /** Fires the keys to resume after a restore that have not been fired yet. */
+    void fireResumed(long now) throws Exception {
+        while (!resumeKeys.isEmpty()) {
+            fire(resumeKeys.poll(), now);
+        }
     }
 
     /** No callback after this (the bridge closed). */
@@ -95,9 +126,7 @@ final class CompletionDrain {
         if (!open) {
             return;
         }
-        while (!resumeKeys.isEmpty()) {
-            fire(resumeKeys.poll(), now);
-        }
+        fireResumed(now);
         if (step.run(now)) {
             schedule();
         }
