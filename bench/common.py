@@ -3,10 +3,13 @@ the jobs, the environment and input they share and a clock."""
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import platform
+import sys
 import tempfile
+import threading
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +19,7 @@ from scripts.jobrun import run_job as _run
 if TYPE_CHECKING:
     from pyflink.datastream import KeyedStream, StreamExecutionEnvironment
 
-__all__ = ["ROOT", "Clock", "keyed_numbers", "machine", "rate", "run_job"]
+__all__ = ["ROOT", "Clock", "keyed_numbers", "machine", "rate", "run_job", "sample_stacks"]
 
 
 def run_job(module: str, args: list[str], timeout: int = 600) -> list[dict]:
@@ -98,3 +101,25 @@ def machine() -> dict[str, object]:
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
             "system": platform.platform()}
+
+
+def sample_stacks(path: str, stop: threading.Event, period_s: float = 0.005) -> None:
+    """A poor man's sampling profiler for the embedded interpreter (py-spy cannot find it in
+    the JVM): every ``period_s``, the innermost frames of every thread, collapsed and
+    counted; written to ``path`` as ``count stack`` lines when ``stop`` is set."""
+    counts: collections.Counter[str] = collections.Counter()
+    me = threading.get_ident()
+    while not stop.wait(period_s):
+        for ident, frame in sys._current_frames().items():
+            if ident == me:
+                continue
+            names = []
+            f: Any = frame
+            while f is not None and len(names) < 12:
+                names.append(f"{f.f_code.co_name}@{os.path.basename(f.f_code.co_filename)}"
+                             f":{f.f_lineno}")
+                f = f.f_back
+            counts[";".join(reversed(names))] += 1
+    with open(path, "w") as fh:
+        for stack, n in counts.most_common():
+            fh.write(f"{n} {stack}\n")

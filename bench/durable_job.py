@@ -12,6 +12,7 @@ import argparse
 import hashlib
 import os
 import tempfile
+import threading
 import time
 from typing import Any, Iterator
 
@@ -19,7 +20,7 @@ from pyflink.common import Configuration, Types
 from pyflink.datastream import KeyedProcessFunction
 from pyflink.datastream.state import ValueStateDescriptor
 
-from bench.common import Clock, keyed_numbers
+from bench.common import Clock, keyed_numbers, sample_stacks
 from flink_agents_ext import process_with_checkpoints
 from flink_agents_ext.actions import INPUT, ActionContext, Agent, DurableAgentFunction
 
@@ -64,22 +65,29 @@ def agent() -> Agent:
 
 
 class Durable(DurableAgentFunction):
-    def __init__(self, *args: Any, result: str, work_s: float, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, result: str, work_s: float, profile: str = "",
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.result = result
         self.work_s = work_s
+        self.profile = profile
 
     def open(self, runtime_context: Any) -> None:
         global WORK_S
         WORK_S = self.work_s
         super().open(runtime_context)
         self.clock = Clock()
+        self.stop_profile = threading.Event()
+        if self.profile:
+            threading.Thread(target=sample_stacks, args=(self.profile, self.stop_profile),
+                             daemon=True).start()
 
     def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
         self.clock.tick()
         yield from super().process_element(value, ctx)
 
     def close(self) -> None:
+        self.stop_profile.set()
         self.clock.write(self.result)
         super().close()
 
@@ -93,6 +101,7 @@ def main() -> None:
     p.add_argument("--commit", choices=["each", "group"], default="each",
                    help="the store's commit mode (durable side)")
     p.add_argument("--result", required=True)
+    p.add_argument("--profile", default="", help="durable side: write sampled stacks here")
     args = p.parse_args()
     work_s = args.work_ms / 1000
     conf = Configuration()
@@ -104,7 +113,8 @@ def main() -> None:
         db = os.path.join(tempfile.mkdtemp(prefix="fae-bench-"), "a.db")
         process_with_checkpoints(keyed, Durable(agent(), {"backend": "sqlite", "path": db,
                                                 "commit": args.commit},
-                                                "bench", result=args.result, work_s=work_s),
+                                                "bench", result=args.result, work_s=work_s,
+                                                profile=args.profile),
                                  Types.STRING())
     env.execute("durable-throughput")
 

@@ -24,7 +24,7 @@ from typing import Any, Iterator
 
 from pyflink.common import Configuration, Types
 
-from bench.common import keyed_numbers
+from bench.common import keyed_numbers, sample_stacks
 from flink_agents_ext import process_with_checkpoints
 from flink_agents_ext.actions import INPUT, ActionContext, Agent, DurableAgentFunction
 from flink_agents_ext.checkpoint import SnapshotContext
@@ -51,31 +51,6 @@ def agent(call_s: float, use_async: bool) -> Agent:
         def act(event: Any, ctx: ActionContext) -> None:
             ctx.emit(ctx.durable_execute(model_call, event[1], call_s))
     return a
-
-
-def sample_stacks(path: str, stop: threading.Event, period_s: float = 0.005) -> None:
-    """A poor man's sampling profiler for the embedded interpreter (py-spy cannot find it in
-    the JVM): every ``period_s``, the innermost frames of every thread, collapsed and
-    counted; written to ``path`` as ``count stack`` lines when ``stop`` is set."""
-    import collections
-    import sys
-
-    counts: collections.Counter[str] = collections.Counter()
-    me = threading.get_ident()
-    while not stop.wait(period_s):
-        for ident, frame in sys._current_frames().items():
-            if ident == me:
-                continue
-            names = []
-            f: Any = frame
-            while f is not None and len(names) < 12:
-                names.append(f"{f.f_code.co_name}@{os.path.basename(f.f_code.co_filename)}"
-                             f":{f.f_lineno}")
-                f = f.f_back
-            counts[";".join(reversed(names))] += 1
-    with open(path, "w") as fh:
-        for stack, n in counts.most_common():
-            fh.write(f"{n} {stack}\n")
 
 
 class Measured(DurableAgentFunction):
