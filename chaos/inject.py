@@ -439,12 +439,25 @@ class ChaosFunctionMixin:
                                  "pid": os.getpid(), "time": time.time()}
         try:
             super().restore_state(checkpoint_id, payloads)  # type: ignore[misc]
+            entry["covered_left"] = self._chaos_covered_left(payloads)
         except Exception as exc:
             entry["error"] = f"{type(exc).__name__}: {exc}"
             raise
         finally:
             entry["pruned"] = self.stats()["records_pruned"] - before  # type: ignore[attr-defined]
             _log_line(self.chaos_hooks.out_dir, RESTORES, entry)
+
+
+    def _chaos_covered_left(self, payloads: Sequence[CheckpointPayload]) -> int:
+        """Runs still recorded that the restored payloads cover (with retention 1 the
+        restore must have pruned them all; a payload key whose run was in flight at the
+        snapshot covers only what an earlier checkpoint pruned already)."""
+        marks: dict[str, int] = {}
+        for p in payloads:
+            for key, seq in (p.payload or {}).items():
+                marks[key] = max(marks.get(key, -1), int(seq))
+        runs = self.store.recorded_runs(self.namespace)  # type: ignore[attr-defined]
+        return sum(1 for key, seq in runs if key in marks and seq <= marks[key])
 
 
 def describe(out_dir: str) -> Optional[dict[str, Any]]:

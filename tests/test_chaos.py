@@ -132,6 +132,7 @@ def test_lost_notification_is_made_up_for_by_the_restore(tmp_path: Path) -> None
     restores = [json.loads(line) for line in
                 (tmp_path / inject.RESTORES).read_text().splitlines()]
     assert restores[0]["checkpoint"] == snap.checkpoint_id and restores[0]["pruned"] > 0
+    assert restores[0]["covered_left"] == 0
 
 
 # -- the checks, on synthetic outputs -------------------------------------------------------
