@@ -37,6 +37,8 @@ from jobs.triage_summary import LEDGER
 
 #: Longest wait for the calls a stop with a savepoint waits for (seconds).
 STOP_WAIT_S = 180
+#: Attempts of the stop with a savepoint when Flink declines it because a task is not ready.
+STOP_ATTEMPTS = 5
 #: Pacing of the generated tickets until a checkpoint failure fired (see
 #: :meth:`ChaosVariant.ticket_generator`): after this many tickets, this much more per
 #: ticket, at most this much in all (seconds).
@@ -153,7 +155,22 @@ def stop_midway(cfg: Any, out_dir: str, variant: ChaosVariant, calls: int,
                   f"{calls} durable calls ran ({ran})", file=sys.stderr, flush=True)
             return 3
         time.sleep(0.05)
-    path = stop_with_savepoint(client, "file://" + os.path.join(out_dir, "savepoints"))
+    target = "file://" + os.path.join(out_dir, "savepoints")
+    for attempt in range(1, STOP_ATTEMPTS + 1):
+        try:
+            path = stop_with_savepoint(client, target)
+            break
+        except Exception as exc:  # py4j wraps Flink's CheckpointException
+            # A savepoint is declined while a task is not running yet ("tasks not ready",
+            # reported as a task local checkpoint failure; seen on a loaded machine right
+            # after the start): ask again.
+            declined = any(why in str(exc) for why in ("not ready",
+                                                        "Task local checkpoint failure"))
+            if attempt == STOP_ATTEMPTS or outcome.done() or not declined:
+                raise
+            print(f"stop with a savepoint declined (a task not ready), attempt {attempt}",
+                  file=sys.stderr, flush=True)
+            time.sleep(1)
     print(f"SAVEPOINT {path} after {ran} calls", flush=True)
     return 0
 
