@@ -162,10 +162,10 @@ def stop_midway(cfg: Any, out_dir: str, variant: ChaosVariant, calls: int,
             break
         except Exception as exc:  # py4j wraps Flink's CheckpointException
             # A savepoint is declined while a task is not running yet ("tasks not ready",
-            # reported as a task local checkpoint failure; seen on a loaded machine right
-            # after the start): ask again.
-            declined = any(why in str(exc) for why in ("not ready",
-                                                        "Task local checkpoint failure"))
+            # reported as a task local checkpoint failure) or while the bounded file source
+            # closes ("task is closing"; both seen on a loaded machine): ask again.
+            declined = any(why in str(exc) for why in (
+                "not ready", "Task local checkpoint failure", "task is closing"))
             if attempt == STOP_ATTEMPTS or outcome.done() or not declined:
                 raise
             print(f"stop with a savepoint declined (a task not ready), attempt {attempt}",
