@@ -100,7 +100,10 @@ PORT="${FAE_KAFKA_PORT:-$(port_of || true)}"
 require_digits "$PORT" "FAE_KAFKA_PORT must be a port number, got '$PORT'"
 port_open "$PORT" && die "port $PORT on $HOST is taken by another process; set FAE_KAFKA_PORT to a free port"
 CPORT="$(sed -n 's/^listeners=.*CONTROLLER:\/\/[^:]*:\([0-9]*\)$/\1/p' "$DIR/server.properties" 2>/dev/null || true)"
-{ [ -n "$CPORT" ] && ! port_open "$CPORT"; } || CPORT="$(free_port)"
+# The controller port is internal: keep the old one only if it can be bound now (an
+# outgoing connection's local port is not "open" but cannot be bound either).
+can_bind() { "$PY" -c 'import socket, sys; socket.socket().bind(("127.0.0.1", int(sys.argv[1])))' "$1" 2>/dev/null; }
+{ [ -n "$CPORT" ] && can_bind "$CPORT"; } || CPORT="$(free_port)"
 while [ "$CPORT" = "$PORT" ]; do CPORT="$(free_port)"; done
 
 # The configuration: one node, loopback only, replication factor 1 for the internal topics,

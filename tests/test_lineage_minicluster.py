@@ -56,7 +56,9 @@ def test_fresh_start_on_a_used_namespace_runs_its_own_calls(tmp_path):
                 "--cancel-after-lines", "300"])
     with SQLiteStore(str(db)) as store:
         left = store.size(NS)
-    assert left >= 300, "job A must leave records behind"
+    # About one record per ledger line; fewer when the cancel lands under load (268 of 300
+    # seen with three parallel workers): enough that B's sequences meet A's records.
+    assert left >= 100, f"job A must leave records behind ({left})"
     n = 200
     run_module("tests.jobs.durable_probe",
                ["--out", str(b), "--db", str(db), "--n", str(n), "--offset", "100000"])
