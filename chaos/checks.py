@@ -32,6 +32,8 @@ class Outputs:
     uncommitted_files: int
     #: Stats files: one per opened instance of the agent function (subtask attempt).
     instances: int
+    #: (call, ticket) -> when the call first returned to its action (its record written).
+    recorded_at: dict[tuple[str, str], float] = field(default_factory=dict)
 
 
 def _part_lines(directory: Path) -> tuple[list[str], int]:
@@ -64,12 +66,27 @@ def collect(out: Path) -> Outputs:
         reconciled=_jsonl(out / inject.RECONCILED)[0],
         restores=_jsonl(out / inject.RESTORES)[0],
         fired=inject.describe(str(out)), uncommitted_files=uncommitted + uncommitted_dead,
-        instances=len(glob.glob(str(out / "stats" / "*.json"))))
+        instances=len(glob.glob(str(out / "stats" / "*.json"))),
+        recorded_at=_first_times(_jsonl(out / inject.RECORDED)[0]))
+
+
+def _first_times(entries: list[dict[str, Any]]) -> dict[tuple[str, str], float]:
+    first: dict[tuple[str, str], float] = {}
+    for e in entries:
+        key = (e["call"], e["ticket"])
+        first[key] = min(first.get(key, e["time"]), e["time"])
+    return first
 
 def last_batch_calls(o: Outputs, repeats: str,
                      injection: dict[str, Any]) -> set[tuple[str, str]]:
-    """The calls a ``last-batch`` expectation lets run twice: first executed from the ledger
-    line ``last_batch_from`` (counted shortly before the kill) up to the kill."""
+    """The calls an expectation lets run twice after a kill: ``last-batch``: first executed
+    from the ledger line ``last_batch_from`` (counted shortly before the kill) up to the
+    kill; ``unrecorded``: first executed before the kill and not returned to their action
+    (record not written) by then."""
+    if repeats == "unrecorded" and "killed_at" in injection:
+        killed_at = float(injection["killed_at"])
+        before = set(o.ledger_order[:int(injection.get("calls_at_kill", 0))])
+        return {c for c in before if o.recorded_at.get(c, killed_at + 1) > killed_at}
     if repeats != "last-batch" or "calls_at_kill" not in injection:
         return set()
     first = int(injection.get("last_batch_from", 0))

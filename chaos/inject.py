@@ -71,8 +71,11 @@ RECONCILED = "reconciled.jsonl"
 LEDGER = "side_effects.jsonl"
 #: One line per ``restore_state`` of the function: checkpoint, payloads, records pruned.
 RESTORES = "chaos-restores.jsonl"
+#: One line per durable call returned to its action (with ``commit: each`` its record is
+#: committed by then): what a killed process had recorded.
+RECORDED = "chaos-recorded.jsonl"
 #: What the hooks write to the output directory (removed at a fresh start).
-OUTPUT_FILES = (MARKER, RECONCILED, RESTORES)
+OUTPUT_FILES = (MARKER, RECONCILED, RESTORES, RECORDED)
 
 ACTIONS = ("classify", "enrich", "respond")
 #: Durable calls of the job (by function name, as in the ledger) -> the action making them.
@@ -289,6 +292,8 @@ class ChaosContext:
                 fn, PageReconciler(self._hooks), *args, **kwargs)
         else:
             result = self._ctx.durable_execute(fn, *args, **kwargs)
+        _log_line(self._hooks.out_dir, RECORDED,
+                  {"call": name, "ticket": self._ticket.get("ticket_id"), "time": time.time()})
         self._calls += 1
         spec = self._hooks.spec
         if (spec.point == "after-call" and spec.target == self._action and self._calls == 1

@@ -309,7 +309,8 @@ def run_taskmanager_kill(ctx: Context, plan: Plan) -> Verdict:
         # The ledger line from which a repeat is "of the last batch": the calls counted at
         # least LAST_BATCH_S before the kill (group commit holds at most 2 x 50 ms).
         window = [c for t, c in ledger_samples if t <= killed_mono - LAST_BATCH_S]
-        injection.update(injected=True, why="", killed_pid=pid, calls_before=calls,
+        injection.update(injected=True, why="", killed_pid=pid, killed_at=killed_at,
+                         calls_before=calls,
                          checkpoints_before=done, calls_at_kill=ledger_lines(out),
                          last_batch_from=window[-1] if window else 0)
         cluster.start_taskmanager()

@@ -266,10 +266,25 @@ def test_group_commit_kill_allows_repeats_of_the_last_batch_only(tmp_path: Path)
                    extra_calls=[*again, ("model_classify", "G-000001")])
     v = verdict(tmp_path, "none", out, plan=kill_plan("group"), injection=fired)
     assert (v.repeats, v.duplicates) == (2, 1) and not v.passed
-    # commit: each promises no repeat at all.
+
+
+def test_commit_each_kill_allows_repeats_of_unrecorded_calls_only(tmp_path: Path) -> None:
+    # commit: each: a call that had returned to its action before the kill (its record was
+    # committed) must never run again; one that ran but had not returned may, once.
+    fired = {"injected": True, "calls_at_kill": 8, "killed_at": 100.0}
+    again = [("model_classify", "G-000003"), ("crm_lookup", "G-000003")]
     out = fake_run(tmp_path, "w", instances=2, extra_calls=again)
+    recorded = [("model_classify", "G-000003", 99.0), ("crm_lookup", "G-000003", 100.5)]
+    (out / inject.RECORDED).write_text("".join(
+        json.dumps({"call": c, "ticket": t, "time": at}) + "\n" for c, t, at in recorded))
     v = verdict(tmp_path, "none", out, plan=kill_plan("each"), injection=fired)
-    assert (v.repeats, v.duplicates) == (0, 2) and not v.passed
+    assert (v.repeats, v.duplicates) == (1, 1) and not v.passed
+    assert v.duplicate_calls == ["model_classify(G-000003) x2"]
+    assert "not recorded yet" in v.expected
+    (out / inject.RECORDED).write_text(json.dumps(
+        {"call": "model_classify", "ticket": "G-000003", "time": 101.0}) + "\n")
+    v = verdict(tmp_path, "none", out, plan=kill_plan("each"), injection=fired)
+    assert (v.repeats, v.duplicates) == (2, 0) and v.passed, v.problems
 
 
 def test_expectations_per_configuration() -> None:
@@ -278,7 +293,8 @@ def test_expectations_per_configuration() -> None:
     for kind in ("before-call", "after-call", "unrecorded", "snapshot", "notify",
                  "postgres-restart"):
         assert cfgs.expectation(group, kind).repeats == "none"
-    assert cfgs.expectation(cfgs.TrialConfig(), "taskmanager-kill").repeats == "none"
+        assert cfgs.expectation(cfgs.TrialConfig(), kind).repeats == "none"
+    assert cfgs.expectation(cfgs.TrialConfig(), "taskmanager-kill").repeats == "unrecorded"
 
 
 def test_plan_covers_every_choice_a_user_can_make() -> None:
