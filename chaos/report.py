@@ -24,22 +24,27 @@ COLUMNS = [("trials", "trials"), ("injected", "injected"), ("restarts", "restart
 
 
 def aggregate(verdicts: list[Verdict]) -> dict[str, int]:
-    """Sums over ``verdicts`` (``passed``: how many passed)."""
+    """Sums over ``verdicts`` (``passed``: how many passed). The outcomes (restarts,
+    duplicates, lost, ...) sum only the checked trials: a trial whose every attempt hit the
+    PyFlink process-mode race (README, Known issues) hung waiting for slots, so its counts
+    say nothing about this package; it is counted in ``upstream_race``."""
+    checked = [v for v in verdicts if not v.upstream_race]
     return {
         "trials": len(verdicts),
+        "checked": len(checked),
         "injected": sum(v.injected for v in verdicts),
-        "restarts": sum(v.restarts for v in verdicts),
-        "duplicates": sum(v.duplicates for v in verdicts),
-        "repeats": sum(v.repeats for v in verdicts),
-        "skipped_calls": sum(v.skipped_calls for v in verdicts),
+        "restarts": sum(v.restarts for v in checked),
+        "duplicates": sum(v.duplicates for v in checked),
+        "repeats": sum(v.repeats for v in checked),
+        "skipped_calls": sum(v.skipped_calls for v in checked),
         "upstream_race": sum(v.upstream_race for v in verdicts),
-        "reexecuted_unrecorded": sum(v.reexecuted_unrecorded for v in verdicts),
-        "reconciled": sum(v.reconciled for v in verdicts),
-        "lost": sum(v.lost for v in verdicts),
-        "unexpected": sum(v.unexpected for v in verdicts),
-        "dead_lettered": sum(v.dead_lettered for v in verdicts),
-        "store_records_left": sum(v.store_records_left or 0 for v in verdicts),
-        "store_runs_unmarked": sum(v.store_runs_unmarked or 0 for v in verdicts),
+        "reexecuted_unrecorded": sum(v.reexecuted_unrecorded for v in checked),
+        "reconciled": sum(v.reconciled for v in checked),
+        "lost": sum(v.lost for v in checked),
+        "unexpected": sum(v.unexpected for v in checked),
+        "dead_lettered": sum(v.dead_lettered for v in checked),
+        "store_records_left": sum(v.store_records_left or 0 for v in checked),
+        "store_runs_unmarked": sum(v.store_runs_unmarked or 0 for v in checked),
         "passed": sum(v.passed for v in verdicts),
     }
 

@@ -355,6 +355,12 @@ def test_by_config_sums_per_dimension(tmp_path: Path) -> None:
     assert table["commit"]["each"]["duplicates"] == 0
     assert table["commit"]["group"]["duplicates"] == 1
     assert table["mode"]["thread"]["trials"] == 2 and table["backend"]["sqlite"]["lost"] == 0
+    # A trial whose every attempt hit the upstream race is counted, its outcome is not.
+    runs[1].upstream_race = True
+    table = by_config(runs)
+    group = table["commit"]["group"]
+    assert (group["trials"], group["checked"], group["upstream_race"]) == (1, 0, 1)
+    assert group["duplicates"] == 0 and table["mode"]["thread"]["checked"] == 1
 
 
 # -- a short run on the mini-cluster --------------------------------------------------------
@@ -381,9 +387,14 @@ def test_short_chaos_run(tmp_path: Path) -> None:
     data = json.loads(results.read_text())
     assert data["trials"] == 4, report
     assert data["failures_injected"] == 4, report
+    # A process-mode trial whose every attempt hit the upstream PyFlink race (README, Known
+    # issues) is not checked; the sums below are over the checked trials, at least 3 of 4.
+    raced = data["upstream_race_trials"]
+    assert len(raced) <= 1, report
+    checked = 4 - len(raced)
     assert data["duplicates"] == 0, report
     assert data["lost"] == 0 and data["unexpected"] == 0, report
-    assert data["dead_lettered"] == 4 * len(bad_inputs()), report
+    assert data["dead_lettered"] == checked * len(bad_inputs()), report
     # Retention 1 leaves nothing; retention 2 keeps only the runs the final checkpoint's prune
     # marks cover (a retained checkpoint stays restorable): none may be left unmarked.
     by_retention = data["by_config"]["retention"]
