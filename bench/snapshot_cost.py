@@ -18,6 +18,7 @@ import time
 from typing import Any, Callable
 
 from flink_agents_ext.actions import INPUT, ActionContext, Agent, DurableAgentFunction
+from flink_agents_ext.actions.modes import NEXT_SEQ_STATE
 from flink_agents_ext.checkpoint.function import SnapshotContext
 from flink_agents_ext.keys import encode_key
 from flink_agents_ext.testing import KeyedFunctionHarness
@@ -44,7 +45,8 @@ class FullScan(DurableAgentFunction):
     def snapshot_state(self, context: SnapshotContext) -> Any:
         for _ in context.changed_keys():  # the bridge's set is drained either way
             pass
-        return {encode_key(k): seq for k, seq in self.all_keys()}
+        # Inline runs complete before the next input: last completed = next sequence - 1.
+        return {encode_key(k): seq - 1 for k, seq in self.all_keys()}
 
 
 def measure(keys_in_state: int, full_scan: bool) -> float:
@@ -55,10 +57,9 @@ def measure(keys_in_state: int, full_scan: bool) -> float:
         # Keys processed (and pruned) long ago: state holds their sequences, the store
         # holds nothing for them.
         h = KeyedFunctionHarness(fn, keyed_state={
-            "fae-next-seq": {k: 1 for k in range(keys_in_state)},
-            "fae-last-completed-seq": {k: 0 for k in range(keys_in_state)}})
+            NEXT_SEQ_STATE: {k: 1 for k in range(keys_in_state)}})
         if full_scan:
-            fn.all_keys = lambda: h.state_items("fae-last-completed-seq")
+            fn.all_keys = lambda: h.state_items(NEXT_SEQ_STATE)
         times = []
         for r in range(ROUNDS):
             for i in range(CHANGED):
