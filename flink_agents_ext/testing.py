@@ -316,24 +316,24 @@ class KeyedFunctionHarness:
         return emitted
 
     def end_input(self, timeout_s: float = 60.0) -> list[Any]:
-        """Deliver the final watermark of a bounded input: in thread mode, the operator first
-        fires the keys still to resume and then each key whose work finishes, until none is
-        outstanding (waiting in real time, at most ``timeout_s``); then every event-time
-        timer fires, in time order. Return what was emitted.
+        """Deliver the final watermark of a bounded input: the keys still to resume fire
+        (both operators fire them right after a restore), then each key whose work finishes,
+        until none is outstanding (waiting in real time, at most ``timeout_s``): the
+        thread-mode operator does this before the final watermark's timers, the process-mode
+        bridge (with :meth:`Completions.finish`, as here) when the first key's resume timer
+        fires. Then every event-time timer fires, in time order. Return what was emitted.
 
         Raises:
-            TimeoutError: thread mode: work was still outstanding after ``timeout_s``.
+            TimeoutError: work was still outstanding after ``timeout_s``.
         """
         emitted: list[Any] = []
-        if self.mode == "thread" and self._completion_interval_ms:
+        if self._completion_interval_ms:
             resume, self._resume = self._resume, []
             emitted += self._fire(self.processing_time, resume)
-            deadline = time.monotonic() + timeout_s
-            while self.bridge.completions.outstanding:
-                if time.monotonic() > deadline:
-                    raise TimeoutError("work still outstanding at the end of input")
-                time.sleep(0.001)
-                emitted += self._fire(self.processing_time, self.bridge.take_completions())
+            if self.mode == "thread" or any(ts == RESUME_TIMER for ts, _ in self._event_timers):
+                emitted += self.bridge.completions.finish(
+                    lambda keys: self._fire(self.processing_time, keys), poll_s=0.01,
+                    timeout_s=timeout_s)
         while self._event_timers:
             ts, key = min(self._event_timers, key=lambda t: (t[0], repr(t[1].identity)))
             self._event_timers.discard((ts, key))

@@ -40,6 +40,7 @@ from types import FrameType
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 from flink_agents_ext.checkpoint.bridge import CheckpointBridge
+from flink_agents_ext.checkpoint.completions import RESUME_TIMER
 from flink_agents_ext.checkpoint.function import CheckpointedKeyedProcessFunction
 from flink_agents_ext.errors import BridgeAttachError, CheckpointLedgerError
 
@@ -61,7 +62,7 @@ _RETURN_KEY = "ledger"
 # is [timer type, watermark, timestamp, [key], namespace bytes].
 _ELEMENT_DATA, _DATA_KEY = 2, 0
 _TIMER_TYPE, _TIMER_TIMESTAMP, _TIMER_KEY, _TIMER_NAMESPACE = 0, 2, 3, 4
-_PROCESSING_TIME = 1  # PyFlink's TimerType.PROCESSING_TIME
+_EVENT_TIME, _PROCESSING_TIME = 0, 1  # PyFlink's TimerType.EVENT_TIME / PROCESSING_TIME
 
 
 def load_function(payload: bytes) -> CheckpointedKeyedProcessFunction:
@@ -166,23 +167,29 @@ class ProcessModeBridge:
         code = timer_data[_TIMER_TYPE]
         if code < SIGNAL_SNAPSHOT:
             self._record(timer_data[_TIMER_KEY][0])
+            if (code == _EVENT_TIME and timer_data[_TIMER_TIMESTAMP] == RESUME_TIMER
+                    and self.bridge.completions.outstanding):
+                return self._finish_then(timer_data)
             return self._process_timer(timer_data)
         if code == SIGNAL_DRAIN:
-            return self._drain()
+            return self._fire_finished(self.bridge.take_completions())
         self._handle_signal(code, timer_data[_TIMER_TIMESTAMP], timer_data[_TIMER_NAMESPACE])
         return ()
 
-    def _drain(self) -> Iterator[Any]:
+    def _fire_finished(self, handles: Iterable[Any]) -> Iterator[Any]:
         """Fire a processing-time timer (now) for each key whose work finished, through
         PyFlink's own timer path: the key is current, outputs are emitted as a timer's."""
-        handles = self.bridge.take_completions()
-        if not handles:
-            return
         now = int(time.time() * 1000)
         watermark = self._operation.internal_timer_service.current_watermark()
         for state_key in handles:
             self._record(state_key[0])
             yield from self._process_timer([_PROCESSING_TIME, watermark, now, state_key, None])
+
+    def _finish_then(self, timer_data: Any) -> Iterator[Any]:
+        """The end of input (the first key's :data:`RESUME_TIMER`): apply every key's
+        finished work and start its next until none is outstanding, then fire the timer."""
+        yield from self.bridge.completions.finish(self._fire_finished)
+        yield from self._process_timer(timer_data)
 
     # -- signals ---------------------------------------------------------------------------
 

@@ -25,14 +25,18 @@ state as a timer of that key, one firing per finished run.
   keys until no handle is outstanding, before it forwards the watermark. The function then
   never waits for work in ``on_timer``: at the end of input every key starts its next piece
   of work before any is waited for. In process mode the function registers and deletes the
-  timer and waits in the end-of-input ``on_timer``.
+  timer itself, and the Python bridge does the same drain (:meth:`Completions.finish`) when
+  the first key's :data:`RESUME_TIMER` fires, before that timer's ``on_timer``: there too
+  every key starts its next piece of work as soon as its previous one finished, instead of
+  one key after another.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 #: The event-time timer a key with outstanding work holds (the final watermark fires it).
 RESUME_TIMER = 2**63 - 1
@@ -56,6 +60,7 @@ class Completions:
         self.operator_tracks_work = operator_tracks_work
         self._done: deque[Any] = deque()
         self._lock = threading.Lock()
+        self._pushed = threading.Event()
         self._outstanding = 0
 
     @property
@@ -72,6 +77,7 @@ class Completions:
     def push(self, handle: Any) -> None:
         """The work of ``handle`` finished (any thread)."""
         self._done.append(handle)
+        self._pushed.set()
 
     def take(self) -> list[Any]:
         """Every handle pushed since the last call, in push order (task thread)."""
@@ -83,3 +89,31 @@ class Completions:
             with self._lock:
                 self._outstanding -= len(taken)
         return taken
+
+    def wait_take(self, timeout_s: float) -> list[Any]:
+        """:meth:`take`, waiting at most ``timeout_s`` for a first handle when none is there
+        (task thread)."""
+        self._pushed.clear()
+        taken = self.take()
+        if not taken and self._pushed.wait(timeout_s):
+            taken = self.take()
+        return taken
+
+    def finish(self, fire: Callable[[list[Any]], Iterable[Any]], poll_s: float = 0.05,
+               timeout_s: Optional[float] = None) -> Iterator[Any]:
+        """At the end of input: hand every finished handle to ``fire`` (which applies that
+        key's work and may start its next piece, taking a new handle) until none is
+        outstanding; yield what ``fire`` emits (task thread). Waits as long as the work takes
+        (the end of input waits for it), or at most ``timeout_s``.
+
+        Raises:
+            TimeoutError: work was still outstanding after ``timeout_s``.
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while self._outstanding > 0:
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"{self._outstanding} piece(s) of work still outstanding "
+                                   f"at the end of input after {timeout_s} s")
+            taken = self.wait_take(poll_s)
+            if taken:
+                yield from fire(taken)
