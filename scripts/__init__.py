@@ -2,6 +2,8 @@
 
 * :mod:`scripts.jobrun`: the one way to run a Flink job in a subprocess (hard timeout, own
   process group, optional monitor, detection of the known PyFlink process-mode race);
+* :mod:`scripts.jvmfast`: JVM options that start a short job's mini-cluster faster (tests,
+  chaos; never benchmarks);
 * :mod:`scripts.pgserver`: a throwaway PostgreSQL server of ``scripts/pg-test-server.sh``;
 * :mod:`scripts.kafkaserver`: a throwaway Kafka broker of ``scripts/kafka-test-server.sh``;
 * :mod:`scripts.cluster`: a standalone cluster of ``scripts/cluster.sh``, from Python;

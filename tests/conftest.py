@@ -10,7 +10,7 @@ from typing import Callable, TypeVar
 
 import pytest
 
-from scripts import ROOT  # noqa: F401 (the tests import it from here)
+from scripts import ROOT, jvmfast  # noqa: F401 (ROOT: the tests import it from here)
 from scripts.jobrun import run_job
 from tests.pg_server import ensure_running, fresh_schema, pg  # noqa: F401 (fixtures)
 from tests.workers import group_of
@@ -27,6 +27,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         group = group_of(str(item.path), getattr(item, "fixturenames", ()))
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """When Flink tests are selected, their jobs' JVMs start faster (:mod:`scripts.jvmfast`:
+    C1 only and a class-data archive, written once per installation; ``FAE_JVM_FAST=0``
+    turns it off): ``JVM_ARGS``, which every job and cluster script started by a test
+    inherits."""
+    if any(item.get_closest_marker("flink") for item in session.items):
+        jvmfast.ensure_archive()
+        os.environ["JVM_ARGS"] = jvmfast.jvm_args()
 
 
 class UpstreamRaceHit(Exception):
