@@ -22,11 +22,16 @@ exactly it (``--spec`` with its configuration options and the seed).
    notification. Random parameters (action or call, ticket, checkpoint), each in a drawn
    configuration (SQLite, PostgreSQL and Kafka stores; PostgreSQL and Kafka servers are
    started for the run).
-3. Unless ``--short``: a **PostgreSQL restart** while a job on the PostgreSQL store runs
-   (``scripts/pg-test-server.sh restart``) and two **TaskManager kills** (``kill -9`` of the
-   TaskManager JVM of a standalone cluster started by ``scripts/cluster.sh``, then a new
-   TaskManager), with ``commit: each`` and ``commit: group``, each once a random fraction
+3. Unless ``--short``: a **PostgreSQL restart** while a job on a PostgreSQL server of its
+   own runs (``scripts/pg-test-server.sh restart``) and two **TaskManager kills** (``kill
+   -9`` of the TaskManager JVM of a standalone cluster started by ``scripts/cluster.sh``,
+   then a new TaskManager), with ``commit: each`` and ``commit: group``, each once a random fraction
    (15-60 %) of the durable calls ran. The cluster jobs use PostgreSQL too.
+
+Everything runs ``--jobs`` at once (default 3: the jobs wait much of their time): the
+reference while the servers start, then the trials, the longest first; a trial's check waits
+for the reference. The mini-cluster jobs get a faster JVM start (:mod:`scripts.jvmfast`: C1
+only, a class-data-sharing archive written once per installation).
 
 Every run is checked against the reference: the job completed (no ``RestoreBoundaryError``,
 no restore error), the failure was really injected, sorted result and dead-letter lines equal
@@ -71,7 +76,7 @@ from chaos.trials import (
     run_pg_restart,
     run_taskmanager_kill,
 )
-from scripts import ROOT, ToolError
+from scripts import ROOT, ToolError, jvmfast
 from scripts.kafkaserver import KafkaServer
 from scripts.pgserver import PASSWORD, PASSWORD_ENV, PgServer
 
@@ -92,9 +97,9 @@ def arguments() -> argparse.ArgumentParser:
     p.add_argument("--tickets", type=int, default=None,
                    help="generated tickets per run (default 300; 200 with --short)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
-    p.add_argument("--jobs", type=int, default=2,
-                   help="mini-cluster trials that run at once (default 2; the PostgreSQL "
-                        "restart and the TaskManager kills run alone after them)")
+    p.add_argument("--jobs", type=int, default=3,
+                   help="trials that run at once (default 3; the two TaskManager kills "
+                        "share one cluster and run one after the other)")
     p.add_argument("--no-cluster", action="store_true", help="skip the TaskManager kills")
     p.add_argument("--no-postgres", action="store_true", help="skip PostgreSQL")
     p.add_argument("--no-kafka", action="store_true", help="skip the Kafka store")
@@ -170,10 +175,14 @@ def run_trial(ctx: Context, plan: Plan) -> Verdict:
 
 
 def start_servers(ctx: Context, plans: list[Plan]) -> None:
-    """The PostgreSQL server and Kafka broker the trials need."""
-    if any(p.store == "postgres" for p in plans):
+    """The PostgreSQL servers (one for the trials, one of its own for the restart trial)
+    and the Kafka broker the trials need."""
+    if any(p.store == "postgres" and p.kind != "postgres-restart" for p in plans):
         ctx.pg = PgServer(ROOT / ".pg" / "chaos")
         ctx.pg.start()
+    if any(p.kind == "postgres-restart" for p in plans):
+        ctx.pg_restart = PgServer(ROOT / ".pg" / "chaos-restart")
+        ctx.pg_restart.start()
     if any(p.store == "kafka" for p in plans):
         ctx.kafka = KafkaServer(ROOT / ".kafka" / "chaos")
         ctx.kafka.start()
@@ -181,7 +190,7 @@ def start_servers(ctx: Context, plans: list[Plan]) -> None:
 
 def stop_servers(ctx: Context) -> None:
     """Stop what :func:`start_servers` started."""
-    for server in (ctx.pg, ctx.kafka):
+    for server in (ctx.pg, ctx.pg_restart, ctx.kafka):
         if server is not None:
             try:
                 server.stop()
@@ -221,8 +230,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     clean_work(work)
     started = time.monotonic()
     os.environ[PASSWORD_ENV] = PASSWORD  # the jobs' and this process's stores read it
+    jvmfast.ensure_archive()  # once per JDK and PyFlink installation
     ctx = Context(work=work, tickets=tickets, input_file=work / "bad-input.jsonl",
-                  env=dict(os.environ))
+                  env=dict(os.environ), jvm_args=jvmfast.jvm_args())
     write_input_file(str(ctx.input_file))
     plans = (chosen_plans(args) if args.spec else
              plan_trials(rng, trials, tickets, args.short, not (quick or args.no_cluster),
@@ -234,26 +244,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"  {where}: {what}", flush=True)
 
     verdicts: list[Verdict] = []
-    reference_verdict: Optional[Verdict] = None
+    reference: list[Verdict] = []  # the reference run's verdict, once it ran
+
+    def done(verdict: Verdict) -> None:
+        verdicts.append(verdict)
+        # What ran so far, in case the run is cut short ("complete": false until the end).
+        write_results(args, verdicts, reference[0] if reference else None, seed, tickets,
+                      round(time.monotonic() - started, 1), complete=False)
+
     try:
-        ref_plan = Plan("reference", "reference")
-        print(f"[ref] failure-free reference run: {ref_plan.describe()}", flush=True)
-        reference_verdict = run_mini(ctx, ref_plan)
-        if not reference_verdict.passed or reference_verdict.reexecuted_unrecorded:
-            raise ToolError("the reference run is not clean:\n  "
-                            + "\n  ".join(reference_verdict.problems))
-        ctx.reference = collect(work / ref_plan.name)
-        print(f"      {reference_verdict.seconds:.1f}s, {len(ctx.reference.results)} results, "
-              f"{len(ctx.reference.dead_letters)} dead letters", flush=True)
-        start_servers(ctx, plans)
-
-        def done(verdict: Verdict) -> None:
-            verdicts.append(verdict)
-            # What ran so far, in case the run is cut short ("complete": false until the end).
-            write_results(args, verdicts, reference_verdict, seed, tickets,
-                          round(time.monotonic() - started, 1), complete=False)
-
-        run_all(ctx, plans, max(1, args.jobs), seed, tickets, done)
+        run_all(ctx, plans, max(1, args.jobs), seed, tickets, reference, done)
         order = {plan.name: i for i, plan in enumerate(plans)}
         verdicts.sort(key=lambda v: order[v.name])
     except ToolError as exc:
@@ -261,20 +261,45 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     finally:
         stop_servers(ctx)
-    return report(args, verdicts, reference_verdict, seed, tickets,
+    return report(args, verdicts, reference[0] if reference else None, seed, tickets,
                   round(time.monotonic() - started, 1))
 
 
+def run_reference(ctx: Context, found: list[Verdict]) -> None:
+    """The failure-free reference run; its outputs become ``ctx.reference`` (the trials'
+    checks wait for it: :meth:`Context.reference_for`). Raises ``ToolError`` when it is not
+    clean."""
+    try:
+        ref_plan = Plan("reference", "reference")
+        print(f"[ref] failure-free reference run: {ref_plan.describe()}", flush=True)
+        verdict = run_mini(ctx, ref_plan)
+        found.append(verdict)
+        if not verdict.passed or verdict.reexecuted_unrecorded:
+            raise ToolError("the reference run is not clean:\n  "
+                            + "\n  ".join(verdict.problems))
+        ctx.reference = collect(ctx.work / ref_plan.name)
+        print(f"      reference: {verdict.seconds:.1f}s, {len(ctx.reference.results)} results, "
+              f"{len(ctx.reference.dead_letters)} dead letters", flush=True)
+    finally:
+        ctx.reference_done.set()
+
+
 def run_all(ctx: Context, plans: list[Plan], jobs: int, seed: int, tickets: int,
-            done: Callable[[Verdict], None]) -> None:
-    """Run the trials: those on the mini-cluster ``jobs`` at once (each has its own
-    output directory, store file, PostgreSQL schema or Kafka topics, and Flink log), then
-    the PostgreSQL restart and the TaskManager kills one by one (they restart the shared
-    server or use the one cluster). Each trial's lines are printed when it ends."""
+            reference: list[Verdict], done: Callable[[Verdict], None]) -> None:
+    """Run the reference and the trials, ``jobs`` at once (each trial has its own output
+    directory, store file, PostgreSQL schema or Kafka topics, and Flink log; the
+    PostgreSQL restart has a server of its own; the two TaskManager kills share the
+    standalone cluster, so they run one after the other in one task).
+
+    The reference runs while the servers start; the trials start once the servers are up
+    (their checks wait for the reference), the longest first (:func:`expected_cost`), so that
+    no long trial is left alone at the end. Each trial's lines are printed when it ends."""
     lock = threading.Lock()
     numbered = {plan.name: i for i, plan in enumerate(plans, 1)}
 
     def one(plan: Plan) -> None:
+        if ctx.reference_done.is_set() and ctx.reference is None:
+            return  # the reference failed: the run is over
         verdict = run_trial(ctx, plan)
         verdict.rerun = plan.rerun_command(seed, tickets)
         with lock:
@@ -283,14 +308,39 @@ def run_all(ctx: Context, plans: list[Plan], jobs: int, seed: int, tickets: int,
             print_verdict(verdict)
             done(verdict)
 
-    alone = {"postgres-restart", "taskmanager-kill"}
-    together = [plan for plan in plans if plan.kind not in alone]
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
-        for future in [pool.submit(one, plan) for plan in together]:
-            future.result()
-    for plan in plans:
-        if plan.kind in alone:
+    def chain(group: list[Plan]) -> None:
+        for plan in group:
             one(plan)
+
+    kills = [plan for plan in plans if plan.kind == "taskmanager-kill"]
+    others = sorted((plan for plan in plans if plan.kind != "taskmanager-kill"),
+                    key=expected_cost, reverse=True)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        ref = pool.submit(run_reference, ctx, reference)
+        try:
+            start_servers(ctx, plans)
+        except ToolError:
+            ref.result()  # let the reference end (it needs no server)
+            raise
+        futures = [pool.submit(chain, kills)] if kills else []
+        futures += [pool.submit(one, plan) for plan in others]
+        ref.result()  # raises when the reference is not clean (the trials then stop early)
+        for future in futures:
+            future.result()
+
+
+def expected_cost(plan: Plan) -> float:
+    """A rough relative duration of a trial (for the order they start in): process mode
+    and a second job (savepoint, fresh start on a used namespace) cost most; the server
+    trials run slowly on purpose."""
+    cost = 1.0
+    if plan.config.mode == "process":
+        cost *= 1.8
+    if plan.config.lifecycle != "run":
+        cost *= 1.8
+    if plan.kind in ("postgres-restart", "taskmanager-kill"):
+        cost *= 2.5
+    return cost
 
 
 def print_verdict(verdict: Verdict) -> None:

@@ -9,8 +9,9 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -53,9 +54,34 @@ class Context:
     tickets: int
     input_file: Path
     env: dict[str, str]
+    #: ``JVM_ARGS`` of the mini-cluster jobs (:func:`scripts.jvmfast.jvm_args`: a faster JVM
+    #: start); not given to the standalone cluster (its scripts read ``JVM_ARGS`` too).
+    jvm_args: str = ""
     pg: Optional[PgServer] = None
+    #: The server of the PostgreSQL-restart trial (its own: the trials on ``pg`` run at the
+    #: same time and must not see the restart).
+    pg_restart: Optional[PgServer] = None
     kafka: Optional[KafkaServer] = None
     reference: Optional[Outputs] = None
+    #: Set once the reference run ended (``reference`` is then its outputs, or ``None`` when
+    #: it failed): trials that run at the same time wait for it before their check.
+    reference_done: threading.Event = field(default_factory=threading.Event)
+
+    def reference_for(self, plan: Plan) -> Optional[Outputs]:
+        """The reference outputs a trial is checked against (``None`` for the reference run
+        itself); waits until the reference run ended."""
+        if plan.kind == "reference":
+            return None
+        self.reference_done.wait()
+        if self.reference is None:
+            raise ToolError("the reference run failed: the trial cannot be checked")
+        return self.reference
+
+    def job_env(self) -> dict[str, str]:
+        """The environment of a mini-cluster job: ``env`` with :attr:`jvm_args` added to
+        ``JVM_ARGS``."""
+        args = " ".join(a for a in (self.env.get("JVM_ARGS", ""), self.jvm_args) if a)
+        return {**self.env, "JVM_ARGS": args} if args else self.env
 
 
 def write_config(ctx: Context, plan: Plan, out: Path, store: dict[str, Any],
@@ -97,10 +123,11 @@ def store_for(ctx: Context, plan: Plan, out: Path) -> dict[str, Any]:
     own topic on the chaos Kafka broker; the commit mode of the trial's configuration."""
     commit = plan.config.commit
     if plan.store == "postgres":
-        if ctx.pg is None:
+        pg = ctx.pg_restart if plan.kind == "postgres-restart" else ctx.pg
+        if pg is None:
             raise ToolError("internal: a PostgreSQL run without a server")
         # A schema of its own: trials run at once (chaos.run --jobs).
-        return {**ctx.pg.settings(schema=f"chaos_{plan.name}"), "commit": commit}
+        return {**pg.settings(schema=f"chaos_{plan.name}"), "commit": commit}
     if plan.store == "kafka":
         if ctx.kafka is None:
             raise ToolError("internal: a Kafka run without a broker")
@@ -130,8 +157,8 @@ def run_earlier_job(ctx: Context, plan: Plan, store: dict[str, Any]) -> dict[str
             facts["killed_after_calls"] = calls
 
     job = run_job("chaos.job", job_args(plan, config, "--other-tickets"),
-                  timeout=JOB_TIMEOUT_S, env=ctx.env, log=ctx.work / f"{plan.name}-earlier-job",
-                  monitor=monitor)
+                  timeout=JOB_TIMEOUT_S, env=ctx.job_env(),
+                  log=ctx.work / f"{plan.name}-earlier-job", monitor=monitor)
     if facts["killed_after_calls"] is None:
         raise ToolError(f"the earlier job ended before {target} calls ran: "
                         f"{job.describe(JOB_TIMEOUT_S)}")
@@ -147,7 +174,7 @@ def stop_with_savepoint(ctx: Context, plan: Plan, out: Path, config: Path) -> tu
     calls = max(1, int(expected_calls(ctx.tickets) * plan.stop_fraction))
     job = run_job("chaos.job", job_args(plan, config, "--bad-input", "--stop-after-calls",
                                         calls),
-                  timeout=JOB_TIMEOUT_S, env=ctx.env, log=ctx.work / f"{plan.name}-first-job",
+                  timeout=JOB_TIMEOUT_S, env=ctx.job_env(), log=ctx.work / f"{plan.name}-first-job",
                   detect_upstream_race=plan.config.mode == "process")
     found = [line.split()[1] for line in job.stdout.splitlines()
              if line.startswith("SAVEPOINT ")]
@@ -188,7 +215,7 @@ def run_mini(ctx: Context, plan: Plan,
     summary_path.unlink(missing_ok=True)
     job = run_job("chaos.job", job_args(plan, config, "--summary-json", summary_path,
                                         "--spec", plan.spec, "--bad-input", *extra),
-                  timeout=JOB_TIMEOUT_S, env=ctx.env, log=ctx.work / f"{plan.name}-job",
+                  timeout=JOB_TIMEOUT_S, env=ctx.job_env(), log=ctx.work / f"{plan.name}-job",
                   monitor=monitor, detect_upstream_race=plan.config.mode == "process")
     return check_job(ctx, plan, out, job, summary_path, injection, phases, base_instances)
 
@@ -216,7 +243,8 @@ def check_job(ctx: Context, plan: Plan, out: Path, job: JobResult, summary_path:
     failure = (f"timed out after {JOB_TIMEOUT_S}s" if job.timed_out else
                "hit the PyFlink process-mode race (README, Known issues)" if job.upstream_race
                else f"exit status {job.returncode}; end of its output:\n{job.tail()}")
-    verdict = check_run(plan, out, completed, failure, summary, ctx.reference, ctx.tickets,
+    verdict = check_run(plan, out, completed, failure, summary, ctx.reference_for(plan),
+                        ctx.tickets,
                         injection=injection, seconds=job.seconds,
                         log_text=job.stdout + job.stderr, base_instances=base_instances)
     verdict.phases = phases
@@ -239,10 +267,10 @@ def expected_calls(tickets: int) -> int:
 
 
 def run_pg_restart(ctx: Context, plan: Plan) -> Verdict:
-    """A run on the PostgreSQL store whose server restarts once ``plan.at_fraction`` of the
-    calls ran."""
-    assert ctx.pg is not None
-    pg = ctx.pg
+    """A run on the PostgreSQL store whose server (:attr:`Context.pg_restart`, its own)
+    restarts once ``plan.at_fraction`` of the calls ran."""
+    assert ctx.pg_restart is not None
+    pg = ctx.pg_restart
     out = ctx.work / plan.name
     injection: dict[str, Any] = {"injected": False, "why": "the job ended first"}
 
@@ -332,6 +360,7 @@ def run_taskmanager_kill(ctx: Context, plan: Plan) -> Verdict:
             cluster.stop()
         except ToolError as exc:
             print(f"warning: {exc}")
-    return check_run(plan, out, completed, failure, summary, ctx.reference, ctx.tickets,
+    return check_run(plan, out, completed, failure, summary, ctx.reference_for(plan),
+                     ctx.tickets,
                      injection=injection, seconds=time.monotonic() - started,
                      log_text=log_text)

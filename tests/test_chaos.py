@@ -20,6 +20,7 @@ import random
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -31,7 +32,8 @@ from chaos.checks import Verdict, check_run, collect
 from chaos.inputs import bad_inputs
 from chaos.plan import Plan, plan_trials
 from chaos.report import by_config
-from chaos.run import arguments, chosen_plans
+from chaos.run import arguments, chosen_plans, expected_cost
+from chaos.trials import Context
 from flink_agents_ext.store import open_store
 from flink_agents_ext.testing import KeyedFunctionHarness
 from jobs.support_triage import (
@@ -41,6 +43,7 @@ from jobs.support_triage import (
     page_id,
     page_oncall,
 )
+from scripts import ToolError
 from tests.conftest import ROOT
 
 #: A generated ticket whose ``respond`` pages on-call (urgent, gold customer).
@@ -361,6 +364,50 @@ def test_by_config_sums_per_dimension(tmp_path: Path) -> None:
     group = table["commit"]["group"]
     assert (group["trials"], group["checked"], group["upstream_race"]) == (1, 0, 1)
     assert group["duplicates"] == 0 and table["mode"]["thread"]["checked"] == 1
+
+
+# -- scheduling: trials beside the reference, longest first ----------------------------------
+def test_a_trial_checks_against_the_reference_once_it_ran(tmp_path: Path) -> None:
+    """Trials run while the reference runs: a trial's check waits for it, and cannot pass
+    without it (the reference failed: a harness error, not a verdict on nothing)."""
+    ctx = Context(work=tmp_path, tickets=50, input_file=tmp_path / "in", env={})
+    trial = Plan("t01", "notify", "notify:before:1")
+    assert ctx.reference_for(Plan("reference", "reference")) is None
+    got: list[Any] = []
+    waiting = threading.Thread(target=lambda: got.append(ctx.reference_for(trial)))
+    waiting.start()
+    waiting.join(0.3)
+    assert waiting.is_alive() and not got
+    ctx.reference = collect(tmp_path)
+    ctx.reference_done.set()
+    waiting.join(5)
+    assert got == [ctx.reference]
+    failed = Context(work=tmp_path, tickets=50, input_file=tmp_path / "in", env={})
+    failed.reference_done.set()
+    with pytest.raises(ToolError, match="reference run failed"):
+        failed.reference_for(trial)
+
+
+def test_faster_jvm_for_mini_cluster_jobs_only(tmp_path: Path) -> None:
+    ctx = Context(work=tmp_path, tickets=50, input_file=tmp_path / "in",
+                  env={"JVM_ARGS": "-Xmx2g", "PATH": "/bin"}, jvm_args="-XX:TieredStopAtLevel=1")
+    assert ctx.job_env()["JVM_ARGS"] == "-Xmx2g -XX:TieredStopAtLevel=1"
+    assert ctx.env["JVM_ARGS"] == "-Xmx2g"  # what the standalone cluster gets
+    assert Context(work=tmp_path, tickets=50, input_file=tmp_path / "in",
+                   env={"PATH": "/bin"}).job_env() == {"PATH": "/bin"}
+
+
+def test_longest_trials_start_first() -> None:
+    plans = plan_trials(random.Random(3), 30, 300, short=False, cluster=True, postgres=True,
+                        kafka=True)
+    costs = {p.name: expected_cost(p) for p in plans}
+    slow = [p for p in plans if p.config.mode == "process" and p.config.lifecycle != "run"]
+    quick = [p for p in plans if p.config.mode == "thread" and p.config.lifecycle == "run"
+             and p.kind in inject.POINTS]
+    assert slow and quick
+    assert min(costs[p.name] for p in slow) > max(costs[p.name] for p in quick)
+    kills = [p for p in plans if p.kind in ("taskmanager-kill", "postgres-restart")]
+    assert all(costs[p.name] > max(costs[q.name] for q in quick) for p in kills)
 
 
 # -- a short run on the mini-cluster --------------------------------------------------------
