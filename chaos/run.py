@@ -95,7 +95,7 @@ def arguments() -> argparse.ArgumentParser:
                    help="a short form: 4 mini-cluster trials (one per failure point 1-4) in "
                         "drawn configurations, SQLite only, no cluster, no servers")
     p.add_argument("--tickets", type=int, default=None,
-                   help="generated tickets per run (default 300; 200 with --short)")
+                   help="generated tickets per run (default 200)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
     p.add_argument("--jobs", type=int, default=3,
                    help="trials that run at once (default 3; the two TaskManager kills "
@@ -215,7 +215,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p = arguments()
     args = p.parse_args(argv)
     trials = args.trials if args.trials is not None else (4 if args.short else 60)
-    tickets = args.tickets or (200 if args.short else 300)
+    tickets = args.tickets or 200
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10**6)
     if trials < 1 or tickets < 50:
         p.error("--trials must be >= 1 and --tickets >= 50")

@@ -20,7 +20,7 @@ import yaml
 from chaos import inject
 from chaos.checks import Outputs, Verdict, check_run, collect
 from chaos.config import FRESH_START_KEEPS_NAMESPACE
-from chaos.plan import SLOW_RATE, Plan
+from chaos.plan import SAVEPOINT_FIRST_RATE, Plan
 from flink_agents_ext.config import load_config
 from flink_agents_ext.store import open_store
 from jobs.triage_summary import summary as job_summary
@@ -199,7 +199,8 @@ def run_mini(ctx: Context, plan: Plan,
         if FRESH_START_KEEPS_NAMESPACE:
             extra.append("--keep-namespace")
     if lifecycle == "savepoint":
-        first = write_config(ctx, plan, out, store, name=f"{plan.name}-first", rate=SLOW_RATE)
+        first = write_config(ctx, plan, out, store, name=f"{plan.name}-first",
+                             rate=SAVEPOINT_FIRST_RATE)
         savepoint, base_instances = stop_with_savepoint(ctx, plan, out, first)
         phases["savepoint"] = savepoint
         phases["calls_before_savepoint"] = ledger_lines(out)
