@@ -2,8 +2,7 @@
 on a used namespace, a restore from an older retained checkpoint, the prune boundary of an
 earlier job, a replay handed a different input, and a run that outlives ``close_timeout_s``.
 
-Each of these failed on the code before lineages reached the store (see
-``/work/team/lineage-notes.md`` for the failures as they were printed)."""
+Each of these failed on the code before lineages reached the store."""
 
 from __future__ import annotations
 
