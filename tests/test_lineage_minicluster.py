@@ -10,34 +10,13 @@ abandoned ones) and a cancelled job's leftovers behave as the harness says.
 
 from __future__ import annotations
 
-import collections
-import json
-
 import pytest
 
 from flink_agents_ext.store import SQLiteStore
 from tests.conftest import run_module
-from tests.test_durable_minicluster import NS, ledger, sink_lines
+from tests.test_durable_minicluster import NS, expected_lines, ledger, sink_lines
 
 pytestmark = pytest.mark.flink
-KEYS = 25
-
-
-def expected_lines(numbers: range) -> set[str]:
-    """What the probe emits for elements ``numbers`` when each key's runs are numbered from
-    0 in input order (parallelism 1)."""
-    lines = set()
-    seqs: collections.Counter = collections.Counter()
-    for i in numbers:
-        key = f"k{i % KEYS}"
-        seq = seqs[key]
-        seqs[key] += 1
-        thought = f"t{i}@{seq}.0"
-        lines.add(json.dumps({"key": key, "seq": seq, "i": i, "done": f"{thought}@{seq}.1",
-                              "runs": seq + 1}, sort_keys=True))
-    return lines
-
-
 def checkpoints(stdout: str) -> list[str]:
     return [line.split(" ", 1)[1] for line in stdout.splitlines()
             if line.startswith("CHECKPOINT ")]
