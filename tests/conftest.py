@@ -13,7 +13,7 @@ import pytest
 from scripts import ROOT, jvmfast  # noqa: F401 (ROOT: the tests import it from here)
 from scripts.jobrun import run_job
 from tests.pg_server import ensure_running, fresh_schema, pg  # noqa: F401 (fixtures)
-from tests.workers import group_of
+from tests.workers import group_of, start_rank
 
 T = TypeVar("T")
 #: Hard limit for one Flink job started by a test (the pytest-timeout of the test is above).
@@ -22,11 +22,13 @@ JOB_TIMEOUT_S = int(os.environ.get("FAE_JOB_TIMEOUT_S", "240"))
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Tests that share a server or the cluster run on one parallel worker
-    (:func:`tests.workers.group_of`; ``--dist loadgroup``)."""
+    (:func:`tests.workers.group_of`; ``--dist loadgroup``), and the slow ones start first
+    (:func:`tests.workers.start_rank`), so that none of them is left alone at the end."""
     for item in items:
         group = group_of(str(item.path), getattr(item, "fixturenames", ()))
         if group:
             item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: start_rank(str(item.path), bool(item.get_closest_marker("flink"))))
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

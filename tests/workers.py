@@ -5,7 +5,9 @@ A worker (``PYTEST_XDIST_WORKER`` = ``gw0``, ``gw1``, ...) starts its own Postgr
 and Kafka broker, in its own directory on its own port (the base port plus its number), the
 first time one of its tests needs it. To start as few as possible, the tests that use the
 ``pg`` fixture run on one worker, those that use ``kafka`` on one, and those that start the
-standalone cluster (one REST port) on one (:func:`group_of`).
+standalone cluster (one REST port) on one (:func:`group_of`). The groups start first (xdist
+hands out the work units with the most tests first), then the single tests in the order of
+:func:`start_rank`: the longest first, the quick unit tests last, to fill the gaps.
 """
 
 from __future__ import annotations
@@ -40,3 +42,16 @@ def group_of(path: str, fixtures: Iterable[str]) -> Optional[str]:
     if Path(path).name.startswith("test_cluster"):
         return "cluster"
     return None
+
+
+#: Test files whose tests take longest (the chaos short form: minutes), started first.
+FIRST = ("test_chaos.py",)
+
+
+def start_rank(path: str, flink: bool) -> int:
+    """The rank of a test in the start order: 0 for the Flink tests of :data:`FIRST`, 1 for
+    the other Flink tests, 2 for the rest (the order of the collection is kept within a
+    rank)."""
+    if not flink:
+        return 2
+    return 0 if Path(path).name in FIRST else 1
