@@ -24,6 +24,10 @@ def _keys_total(n: int = N, keys: int = KEYS, block: int = 25) -> dict[str, int]
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("mode", MODES)
 def test_callbacks_follow_real_checkpoints(run_probe, mode):
+    """Only a real job proves it: the Java operator's snapshot, completion and close reach
+    the Python function in Flink's order for checkpoints Flink itself triggers (the harness
+    calls the callbacks in an order it chooses), in both modes (pemja in the JVM; Beam
+    workers in process mode)."""
     out = run_probe(mode=mode, n=N, keys=KEYS)
     [inst] = pc.load(str(out))
     snaps = inst.of("snap")
@@ -56,6 +60,10 @@ def test_callbacks_follow_real_checkpoints(run_probe, mode):
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("mode", MODES)
 def test_failover_restores_last_completed_checkpoint(run_probe, mode):
+    """Only a real job proves it: after a real task failure Flink restores operator state of
+    its last completed checkpoint into a new attempt, and the bridge hands over the payloads
+    unconfirmed at that checkpoint, with the job's timeline (the harness simulates a
+    restore from a state it keeps itself)."""
     timer_every = 40
     out = run_probe(mode=mode, n=N, keys=KEYS, fail_at=N // 2, timer_every=timer_every)
     instances = pc.load(str(out))
@@ -93,6 +101,9 @@ def test_failover_restores_last_completed_checkpoint(run_probe, mode):
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("mode", MODES)
 def test_aborted_checkpoint_is_reported_and_never_completed(run_probe, mode):
+    """Only a real job proves it: a checkpoint Flink expires (its snapshot outlasts the
+    checkpoint timeout) is reported as aborted through the real notification path and
+    never completed, while later checkpoints complete."""
     # The snapshot of checkpoint 3 outlasts the checkpoint timeout: Flink expires it.
     out = run_probe(mode=mode, n=N, keys=KEYS, slow_snapshot_at=3, slow_snapshot_s=2.5,
                     checkpoint_timeout=1000)
@@ -110,6 +121,9 @@ def test_aborted_checkpoint_is_reported_and_never_completed(run_probe, mode):
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("mode", MODES)
 def test_parallelism_two_with_chained_python_operator(run_probe, mode):
+    """Only a real job proves it: with two subtasks and a Python operator chained behind
+    the bridge, Flink's key groups give each key one subtask, every subtask gets its own
+    callbacks, and all agree on the job's lineage (the harness runs one instance)."""
     out = run_probe(mode=mode, n=N, keys=KEYS, parallelism=2, chain=True)
     instances = pc.load(str(out))
     assert len(instances) == 2

@@ -27,6 +27,9 @@ def lines(directory: Path) -> list[str]:
 @pytest.mark.timeout(420, method="signal")
 def test_submit_py_runs_a_pipeline_of_ones_own(tmp_path: Path,
                                                cluster: Cluster) -> None:  # noqa: F811
+    """Only a real cluster proves it: ``cluster.sh submit-py`` ships a user's own script
+    and this package to a standalone cluster's TaskManagers, where it runs with
+    checkpoints to its end."""
     out = tmp_path / "out"
     cluster.start()
     with pytest.raises(Exception, match="an option of 'flink run'"):

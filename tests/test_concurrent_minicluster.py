@@ -19,6 +19,10 @@ MODES = ["thread", "process"]
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("mode", MODES)
 def test_failover_with_runs_in_flight(tmp_path: Path, mode: str) -> None:
+    """Only a real job proves it: runs in flight (max_in_flight 16, slow calls) across
+    checkpoints Flink triggers at its own moments and a real failover whose restore hands
+    the runs back; pruning never touches a run in flight, no recorded call runs again and
+    each key keeps its input order, in both modes (the harness chooses its moments)."""
     n, out = 1500, tmp_path / "run"
     args = ["--out", str(out), "--db", str(out / "actions.db"), "--mode", mode,
             "--n", str(n), "--keys", "100", "--max-in-flight", "16", "--call-ms", "30",

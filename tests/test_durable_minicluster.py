@@ -92,6 +92,8 @@ def test_failover_runs_every_durable_call_once_and_outputs_match(tmp_path, mode)
 
 @pytest.mark.timeout(600)
 def test_failover_with_group_commit_runs_every_durable_call_once(tmp_path):
+    """Only a real job proves it: with group commit the failed task's close (called by
+    Flink on failover) writes the buffered records before the restart replays."""
     # Group commit buffers records; the failed task's close writes them, so the replay
     # still finds every call that ran (only a process killed outright would lose some).
     n, out = 1500, tmp_path / "group"
@@ -113,6 +115,9 @@ def test_failover_with_group_commit_runs_every_durable_call_once(tmp_path):
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("mode", MODES)
 def test_rescale_through_savepoint_finds_every_record(tmp_path, mode):
+    """Only a real job proves it: a savepoint taken by Flink at parallelism 2 and restored
+    at 3 redistributes the keyed state (sequences, memory) over new key groups, and every
+    recorded call is found by the subtask that now owns its key."""
     n, out, db = 2400, tmp_path / "run", tmp_path / "run" / "actions.db"
     common = ["--out", str(out), "--db", str(db), "--mode", mode, "--n", str(n),
               "--sink", "writer", "--delay", "0.002"]

@@ -36,6 +36,9 @@ def results(out: Path) -> list[str]:
 
 @pytest.mark.timeout(600)
 def test_failover_changes_nothing_in_the_results(tmp_path: Path) -> None:
+    """Only a real job proves it: the shipped main job (config, source, agents, sinks) with
+    a failure injected by Flink's restart gives the results of a failure-free run, replays
+    completed work instead of redoing it, and prunes everything in the end."""
     summaries = {}
     for name, extra in (("clean", []), ("failed", ["--fail-after", "600"])):
         cfg = config(tmp_path, name)

@@ -23,6 +23,8 @@ pytestmark = pytest.mark.flink
 
 @pytest.mark.timeout(600)
 def test_postgres_restart_while_job_runs(tmp_path: Path, pg: PgServer) -> None:  # noqa: F811
+    """Only a real job proves it: a running job's store connections die with the server
+    restart and reconnect with backoff, without a failover, losing or repeating nothing."""
     n, out, namespace = 2400, tmp_path / "run", f"pg-job-{uuid.uuid4().hex[:8]}"
     store = {"backend": "postgres", "host": pg.host, "port": pg.port, "dbname": pg.dbname,
              "user": pg.user, "password_env": PASSWORD_ENV, "retries": 8,

@@ -62,6 +62,8 @@ def collected(out: Path) -> tuple[list[Any], list[dict]]:
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("mode", [None, "process"], ids=["default", "process"])
 def test_dead_letter_keeps_completed_actions_memory_and_outputs(tmp_path, mode):
+    """Only a real job proves it: the dead-letter side output of the real operator carries
+    the reasons, the default execution mode of a job is thread, in a job's output."""
     out = tmp_path / "out"
     done = run_probe(out, sqlite(out), *(["--mode", mode] if mode else []))
     assert done.returncode == 0, done.stderr[-4000:]
@@ -86,6 +88,8 @@ def test_dead_letter_keeps_completed_actions_memory_and_outputs(tmp_path, mode):
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("mode", ["thread", "process"])
 def test_store_that_cannot_open_fails_the_job_once_with_the_reason(tmp_path, mode):
+    """Only a real job proves it: Flink's restart strategy is suppressed (one open, not a
+    restart loop) and the reason reaches the job's error output, in both modes."""
     out = tmp_path / "out"
     store = {"backend": "sqlite", "path": str(out / "blocker" / "actions.db")}
     # A restart loop would open 1000 times, 2 s apart: far past the job timeout.
@@ -101,6 +105,8 @@ def test_store_that_cannot_open_fails_the_job_once_with_the_reason(tmp_path, mod
 
 @pytest.mark.timeout(600)
 def test_transient_store_failure_still_restarts(tmp_path):
+    """Only a real job proves it: a transient store error leaves Flink's restart strategy
+    in charge (the store is opened again by each restart)."""
     out = tmp_path / "out"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -117,6 +123,8 @@ def test_transient_store_failure_still_restarts(tmp_path):
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("mode", ["thread", "process"])
 def test_job_without_checkpointing_is_refused_once(tmp_path, mode):
+    """Only a real job proves it: the operator sees the job's real checkpoint
+    configuration at open and fails the job once, without restarts, in both modes."""
     out = tmp_path / "out"
     done = run_probe(out, sqlite(out), "--mode", mode, "--no-checkpointing",
                      "--restarts", "1000", "--restart-delay-ms", "2000")
@@ -128,6 +136,8 @@ def test_job_without_checkpointing_is_refused_once(tmp_path, mode):
 
 @pytest.mark.timeout(600)
 def test_job_without_checkpointing_runs_when_allowed_and_prunes_nothing(tmp_path):
+    """Only a real job proves it: with allow_no_checkpointing a job without checkpoints
+    runs to its end, and since no checkpoint ever completes nothing is pruned."""
     out = tmp_path / "out"
     done = run_probe(out, sqlite(out), "--mode", "thread", "--no-checkpointing",
                      "--allow-no-checkpointing")
