@@ -125,8 +125,12 @@ class KafkaStore(KafkaMetaOps):
             self._index.catch_up((), meta=True)
             self._check_layout(count)
         except KafkaException as exc:
+            self._close_clients()
             raise StoreError(f"Kafka store {self}: cannot open: {_reason(exc)}",
                              transient=_transient(exc)) from exc
+        except BaseException:
+            self._close_clients()  # a client left open reconnects for as long as it lives
+            raise
         self._last_marker: dict[str, list[int]] = {}
 
     def __repr__(self) -> str:
@@ -410,7 +414,19 @@ class KafkaStore(KafkaMetaOps):
             try:
                 self._producer.flush(self._timeout_s)
             finally:
-                self._index.close()
+                self._close_clients()
+
+    def _close_clients(self) -> None:
+        """Close the producer and the index's consumers (those opened so far: the
+        constructor calls it when it fails)."""
+        producer: Optional[Producer] = getattr(self, "_producer", None)
+        index: Optional[KafkaIndex] = getattr(self, "_index", None)
+        try:
+            if producer is not None and hasattr(producer, "close"):  # not in older confluent-kafka
+                producer.close()
+        finally:
+            if index is not None:
+                index.close()
 
 
 def _transient(exc: KafkaException) -> bool:
