@@ -21,10 +21,12 @@ PyFlink's gateway launcher passes ``JVM_ARGS`` to the mini-cluster JVM
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -91,20 +93,45 @@ def ensure_archive() -> Optional[Path]:
             partial = Path(tmp) / "flink.jsa"
             env = {**os.environ, "JVM_ARGS": f"{C1_ONLY} -XX:ArchiveClassesAtExit={partial}",
                    "FLINK_LOG_DIR": tmp}
+            # Its own session: the gateway JVM writes the archive as it exits, a moment after
+            # the job's Python; the archive is taken once no process of the session is left.
+            proc = subprocess.Popen([PY, "-m", "scripts.jvmfast", "--dump-job", tmp], cwd=ROOT,
+                                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                    text=True, start_new_session=True)
             try:
-                proc = subprocess.run([PY, "-m", "scripts.jvmfast", "--dump-job", tmp],
-                                      cwd=ROOT, env=env, capture_output=True, text=True,
-                                      timeout=DUMP_TIMEOUT_S)
-                failed = "" if proc.returncode == 0 and partial.exists() \
-                    else f"exit {proc.returncode}: {proc.stderr[-2000:]}"
+                _, err = proc.communicate(timeout=DUMP_TIMEOUT_S)
+                left = _wait_session_gone(proc.pid, 60)
+                failed = "" if proc.returncode == 0 and not left and partial.exists() \
+                    else f"exit {proc.returncode}, {left} process(es) left: {err[-2000:]}"
             except subprocess.TimeoutExpired:
                 failed = f"no end in {DUMP_TIMEOUT_S}s"
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
             if failed:
                 print(f"jvmfast: no class-data archive ({failed})", file=sys.stderr)
                 return None
             shutil.move(str(partial), str(path))
         print(f"jvmfast: wrote {path} in {time.monotonic() - started:.0f}s", file=sys.stderr)
     return path
+
+
+def _wait_session_gone(sid: int, timeout: float) -> int:
+    """Wait (at most ``timeout`` seconds) until no process of session ``sid`` is left; return
+    how many are left."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = 0
+        for entry in os.listdir("/proc"):
+            try:
+                if entry.isdigit() and os.getsid(int(entry)) == sid:
+                    left += 1
+            except OSError:
+                continue
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
 
 
 def _dump_job(tmp: str) -> None:

@@ -2,7 +2,9 @@
 
 start the cluster -> submit the job (a rate-limited generated stream, ~30 s) -> completed
 checkpoints visible over REST -> stop with a savepoint midway -> resume from the savepoint ->
-wait until FINISHED -> check the outputs and the store -> stop the cluster.
+wait until FINISHED -> check the outputs and the store -> a pipeline of one's own
+(jobs/own_pipeline.py, no config file, no options of the main job: ``cluster.sh submit-py``,
+then ``wait``) -> stop the cluster.
 
 The cluster runs from a temporary cluster directory on free ports, so it neither disturbs nor
 is disturbed by a cluster started with ``make cluster-start``. The store is PostgreSQL, on a
@@ -25,6 +27,7 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
+from flink_agents_ext.store import open_store
 from jobs.support_triage import ParseTicket
 from scripts import ToolError
 from scripts.cluster import LIVE_STATES, Cluster
@@ -81,17 +84,46 @@ def expected_file_tickets() -> set[str]:
     return ids
 
 
+def part_lines(directory: Path) -> list[str]:
+    """The lines of the committed part files under ``directory`` (one bucket level)."""
+    found: list[str] = []
+    for part in glob.glob(str(directory / "*" / "part-*")):  # committed files only
+        found += [line for line in Path(part).read_text().splitlines() if line]
+    return found
+
+
+def check_own_pipeline(cluster: Cluster, out: Path) -> None:
+    """Submit jobs/own_pipeline.py with ``cluster.sh submit-py`` (an option of ``flink run``
+    among the script's arguments is refused), wait for it, check its outputs and store."""
+    with pytest.raises(Exception, match="an option of 'flink run'"):
+        cluster.sh("submit-py", "jobs/own_pipeline.py", "-d", "--out", str(out))
+    stdout = cluster.sh("submit-py", str(ROOT / "jobs" / "own_pipeline.py"), "--out", str(out))
+    job_id = Cluster._job_id(stdout)
+    assert (cluster.directory / "job-id").read_text().strip() == job_id
+    assert (cluster.directory / "job-args").read_text().splitlines() == [
+        str(ROOT / "jobs" / "own_pipeline.py"), "--out", str(out)]
+    cluster.wait(300)
+    results = [json.loads(line) for line in part_lines(out / "results")]
+    assert len(results) == 200
+    assert {r["tickets"] for r in results if r["customer"] == "c0"} == set(range(1, 30))
+    [letter] = [json.loads(line) for line in part_lines(out / "dead_letters")]
+    assert letter["key"] is None and "key is None" in letter["reason"]
+    with open_store({"backend": "sqlite", "path": str(out / "actions.db")}) as own:
+        assert own.size("own-pipeline") == 0, "the final checkpoint pruned every record"
+
+
 def ledger_lines(out: Path) -> int:
     ledger = out / "side_effects.jsonl"
     return sum(1 for _ in ledger.open()) if ledger.exists() else 0
 
 
-@pytest.mark.timeout(480, method="signal")
+@pytest.mark.timeout(600, method="signal")
 def test_submit_savepoint_resume_on_a_standalone_cluster(
         tmp_path: Path, store: dict[str, Any], cluster: Cluster) -> None:
     """What no mini-cluster test can show: the scripts, REST API, ``flink run -d``, a
     savepoint taken by ``flink stop`` and a resume with ``-s`` on a real JobManager and
-    TaskManager, with the job's Python shipped as ``-pyfs``."""
+    TaskManager, with the job's Python shipped as ``-pyfs``; then, on the same cluster,
+    ``cluster.sh submit-py`` ships a user's own script (:func:`check_own_pipeline`)."""
     out = tmp_path / "out"
     profile = yaml.safe_load((ROOT / "conf" / "cluster.yaml").read_text())
     profile["job"]["namespace"] = NAMESPACE
@@ -163,9 +195,7 @@ def test_submit_savepoint_resume_on_a_standalone_cluster(
     cluster.sh("status")
     # 5. Outputs: every ticket exactly once, no durable call executed twice.
     expected = {f"G-{n:06d}" for n in range(1, GENERATE + 1)} | expected_file_tickets()
-    lines = []
-    for part in glob.glob(str(out / "results" / "*" / "part-*")):
-        lines += [line for line in Path(part).read_text().splitlines() if line]
+    lines = part_lines(out / "results")
     ids = Counter(json.loads(line)["ticket_id"] for line in lines)
     assert len(lines) == len(expected), (len(lines), len(expected))
     assert not [t for t, n in ids.items() if n > 1], "duplicates in the exactly-once sink"
@@ -188,12 +218,13 @@ def test_submit_savepoint_resume_on_a_standalone_cluster(
     assert summary["durable_calls_run_twice"] == 0
     assert summary["records_pruned"] > 0
     assert summary["store_records_left"] == 0
-    from flink_agents_ext.store import open_store
-
     with open_store(store) as opened:
         assert opened.size(NAMESPACE) == 0
 
-    # 7. Stop (the fixture stops again, harmlessly, and checks nothing is left).
+    # 7. A pipeline of one's own on the same cluster (one cluster start for both).
+    check_own_pipeline(cluster, tmp_path / "own")
+
+    # 8. Stop (the fixture stops again, harmlessly, and checks nothing is left).
     timed("stop", "stop", timeout=120)
     assert not cluster.processes()
     print(f"\nstore {store['backend']}; timings (s): {json.dumps(timings)}")
