@@ -28,12 +28,13 @@ import pytest
 
 from chaos import config as cfgs
 from chaos import inject
+from chaos import run as chaos_run
 from chaos.checks import Verdict, check_run, collect
 from chaos.inputs import bad_inputs
 from chaos.plan import Plan, plan_trials
 from chaos.report import by_config
 from chaos.run import arguments, chosen_plans, expected_cost
-from chaos.trials import Context
+from chaos.trials import Context, UpstreamRace
 from flink_agents_ext.store import open_store
 from flink_agents_ext.testing import KeyedFunctionHarness
 from jobs.support_triage import (
@@ -395,6 +396,26 @@ def test_faster_jvm_for_mini_cluster_jobs_only(tmp_path: Path) -> None:
     assert ctx.env["JVM_ARGS"] == "-Xmx2g"  # what the standalone cluster gets
     assert Context(work=tmp_path, tickets=50, input_file=tmp_path / "in",
                    env={"PATH": "/bin"}).job_env() == {"PATH": "/bin"}
+
+
+def test_a_race_in_the_first_job_runs_the_trial_again(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first job of a savepoint trial can hit the PyFlink race too (a declined stop
+    fails it over): the trial runs again, and is reported as raced, not as a harness error."""
+    calls: list[str] = []
+
+    def racing(ctx: Context, plan: Plan) -> Verdict:
+        calls.append(plan.name)
+        raise UpstreamRace("the first job hit the PyFlink process-mode race")
+
+    monkeypatch.setattr(chaos_run, "run_mini", racing)
+    ctx = Context(work=tmp_path, tickets=50, input_file=tmp_path / "in", env={})
+    plan = Plan("t01", "notify", "notify:before:1",
+                config=cfgs.TrialConfig(mode="process", lifecycle="savepoint"))
+    verdict = chaos_run.run_trial(ctx, plan)
+    assert calls == ["t01"] * chaos_run.RACE_ATTEMPTS
+    assert verdict.upstream_race and not verdict.passed and not verdict.harness_error
+    assert verdict.attempts == chaos_run.RACE_ATTEMPTS
 
 
 def test_longest_trials_start_first() -> None:
