@@ -118,6 +118,21 @@ def test_several_keys_done_then_checkpoint_leaves_store_empty(db, fx):
     assert h.metric("store_records") == 0
 
 
+def test_levels_are_counters_moved_to_the_current_value(db, fx):
+    """store_records / runs_in_flight are counters, never Python gauges (Flink would call a
+    gauge from its metrics thread: in thread mode a TaskManager died of it)."""
+    h = KeyedFunctionHarness(function(db, fx))
+    assert not [name for name, m in h.metrics.registry.items() if callable(m)]
+    for i, key in enumerate(["a", "b", "c"]):
+        h.process_element(order(i), key=key)
+    snap = h.snapshot()  # publishes
+    with SQLiteStore(db) as store:
+        assert h.metric("store_records") == store.size(NS) > 0
+    assert h.metric("runs_in_flight") == 0
+    h.notify_complete(snap.checkpoint_id)  # prunes, publishes: the counter goes down
+    assert h.metric("store_records") == 0
+
+
 def test_restore_earlier_snapshot_and_replay_runs_no_durable_call_again(db, fx):
     h = KeyedFunctionHarness(function(db, fx))
     h.process_element(order(0), key="alice")

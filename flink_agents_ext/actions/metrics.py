@@ -16,6 +16,11 @@ STAT_NAMES = ("runs", "actions_run", "actions_replayed", "durable_calls_run",
 #: event differs from the event now (see :func:`~flink_agents_ext.actions.runner.execute_run`).
 METRIC_COUNTERS = ("actions_run", "actions_replayed", "durable_calls_replayed",
                    "records_pruned", "dead_letters", "input_mismatches")
+#: Levels (values that also go down) published as counters moved by their change at each
+#: publication: a Python gauge would be called by Flink's metrics thread, which in thread
+#: mode can reach the embedded interpreter after the task closed it (a TaskManager died so,
+#: SIGSEGV in pemja under ``MetricGauge.getValue``).
+METRIC_LEVELS = ("store_records", "runs_in_flight")
 #: Most seconds between two publications of the counters to Flink's metrics.
 METRICS_INTERVAL_S = 1.0
 #: The store's record count is measured again every this many prunes (estimated between).
@@ -24,9 +29,10 @@ MEASURE_EVERY_PRUNES = 100
 
 class RunMetrics:
     """The counters of one subtask (always current, :attr:`stats`) and the store's record
-    count, published to Flink as counters ``METRIC_COUNTERS`` and gauges ``store_records``
-    and ``runs_in_flight`` in the group ``flink_agents_ext``: at most every
-    :data:`METRICS_INTERVAL_S`, at :meth:`publish` (snapshots, dead letters) and on close."""
+    count, published to Flink as counters ``METRIC_COUNTERS`` and the levels
+    ``METRIC_LEVELS`` (``store_records``, ``runs_in_flight``; counters too, see there) in the
+    group ``flink_agents_ext``: at most every :data:`METRICS_INTERVAL_S`, at :meth:`publish`
+    (snapshots, dead letters) and on close."""
 
     def __init__(self) -> None:
         self.stats: dict[str, int] = dict.fromkeys(STAT_NAMES, 0)
@@ -34,6 +40,9 @@ class RunMetrics:
         self.store_records = 0
         self._published = dict.fromkeys(STAT_NAMES, 0)
         self._counters: dict[str, Any] = {}
+        self._levels: dict[str, Any] = {}
+        self._level_values = dict.fromkeys(METRIC_LEVELS, 0)
+        self._runs_in_flight: Callable[[], int] = lambda: 0
         self._due = 0.0
         self._prunes = 0
 
@@ -42,8 +51,8 @@ class RunMetrics:
         """Register the metrics in ``metric_group`` (the runtime context's)."""
         group = metric_group.add_group("flink_agents_ext")
         self._counters = {name: group.counter(name) for name in METRIC_COUNTERS}
-        group.gauge("store_records", lambda: self.store_records)
-        group.gauge("runs_in_flight", runs_in_flight)
+        self._levels = {name: group.counter(name) for name in METRIC_LEVELS}
+        self._runs_in_flight = runs_in_flight
         self.store_records = store_records
         self._due = time.monotonic() + METRICS_INTERVAL_S
 
@@ -77,11 +86,21 @@ class RunMetrics:
         self.publish()
 
     def publish(self) -> None:
-        """Add the counts since the last publication to the Flink counters."""
+        """Add the counts since the last publication to the Flink counters, and move the
+        levels' counters to their current values."""
         stats, published = self.stats, self._published
         for name, counter in self._counters.items():
             delta = stats[name] - published[name]
             if delta:
                 counter.inc(delta)
                 published[name] = stats[name]
+        if self._levels:
+            now = {"store_records": self.store_records, "runs_in_flight": self._runs_in_flight()}
+            for name, counter in self._levels.items():
+                delta = now[name] - self._level_values[name]
+                if delta > 0:
+                    counter.inc(delta)
+                elif delta < 0:
+                    counter.dec(-delta)
+                self._level_values[name] = now[name]
         self._due = time.monotonic() + METRICS_INTERVAL_S
