@@ -37,8 +37,10 @@ from jobs.triage_summary import LEDGER
 
 #: Longest wait for the calls a stop with a savepoint waits for (seconds).
 STOP_WAIT_S = 180
-#: Attempts of the stop with a savepoint when Flink declines it because a task is not ready.
-STOP_ATTEMPTS = 10
+#: How long the stop with a savepoint is asked again (1 s apart) while Flink declines it
+#: because a task is not ready: a job that failed over in between (a Python worker lost on
+#: a loaded machine) restarts its tasks first, which took more than 10 s under load 29.
+STOP_RETRY_S = 120
 #: Why Flink declines a stop with a savepoint that a later attempt may pass (see
 #: :func:`stop_midway`); any other ``CheckpointException`` too, while the job runs.
 DECLINED = ("not ready", "Task local checkpoint failure", "task is closing",
@@ -168,7 +170,10 @@ def stop_midway(cfg: Any, out_dir: str, variant: ChaosVariant, calls: int,
             return 3
         time.sleep(0.05)
     target = "file://" + os.path.join(out_dir, "savepoints")
-    for attempt in range(1, STOP_ATTEMPTS + 1):
+    retry_until = time.monotonic() + STOP_RETRY_S
+    attempt = 0
+    while True:
+        attempt += 1
         try:
             path = stop_with_savepoint(client, target)
             break
@@ -180,7 +185,7 @@ def stop_midway(cfg: Any, out_dir: str, variant: ChaosVariant, calls: int,
             # is refused ("Not all required tasks are currently running", or "Checkpoint
             # needs at least one vertex that commits the checkpoint"): ask again.
             why = next((w for w in DECLINED if w in str(exc)), "")
-            if attempt == STOP_ATTEMPTS or outcome.done() or not why:
+            if time.monotonic() > retry_until or outcome.done() or not why:
                 raise
             print(f"stop with a savepoint declined ({why}), attempt {attempt}",
                   file=sys.stderr, flush=True)
