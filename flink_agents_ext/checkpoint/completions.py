@@ -61,6 +61,7 @@ class Completions:
         self._done: deque[Any] = deque()
         self._lock = threading.Lock()
         self._pushed = threading.Event()
+        self._waiting = False  # only :meth:`finish` waits: no Event.set per push before
         self._outstanding = 0
 
     @property
@@ -77,7 +78,8 @@ class Completions:
     def push(self, handle: Any) -> None:
         """The work of ``handle`` finished (any thread)."""
         self._done.append(handle)
-        self._pushed.set()
+        if self._waiting:
+            self._pushed.set()
 
     def take(self) -> list[Any]:
         """Every handle pushed since the last call, in push order (task thread)."""
@@ -90,9 +92,10 @@ class Completions:
                 self._outstanding -= len(taken)
         return taken
 
-    def wait_take(self, timeout_s: float) -> list[Any]:
+    def _wait_take(self, timeout_s: float) -> list[Any]:
         """:meth:`take`, waiting at most ``timeout_s`` for a first handle when none is there
         (task thread)."""
+        self._waiting = True  # before the take: a push after it sets the event
         self._pushed.clear()
         taken = self.take()
         if not taken and self._pushed.wait(timeout_s):
@@ -110,10 +113,13 @@ class Completions:
             TimeoutError: work was still outstanding after ``timeout_s``.
         """
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        while self._outstanding > 0:
-            if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"{self._outstanding} piece(s) of work still outstanding "
-                                   f"at the end of input after {timeout_s} s")
-            taken = self.wait_take(poll_s)
-            if taken:
-                yield from fire(taken)
+        try:
+            while self._outstanding > 0:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"{self._outstanding} piece(s) of work still "
+                                       f"outstanding at the end of input after {timeout_s} s")
+                taken = self._wait_take(poll_s)
+                if taken:
+                    yield from fire(taken)
+        finally:
+            self._waiting = False
