@@ -162,15 +162,12 @@ def run_trial(ctx: Context, plan: Plan) -> Verdict:
             else:
                 verdict = run_mini(ctx, plan)
         except UpstreamRace:
-            verdict = Verdict(plan.name, plan.kind, plan.spec, plan.runtime, plan.store,
-                              plan.parallelism, config=plan.config.as_dict(),
-                              upstream_race=True,
-                              problems=["the first job hit the PyFlink process-mode race "
-                                        "(README, Known issues)"])
+            verdict = unchecked(plan, upstream_race=True,
+                                problems=["the first job hit the PyFlink process-mode race "
+                                          "(README, Known issues)"])
         except ToolError as exc:
-            verdict = Verdict(plan.name, plan.kind, plan.spec, plan.runtime, plan.store,
-                              plan.parallelism, config=plan.config.as_dict(),
-                              harness_error=str(exc), problems=[f"harness error: {exc}"])
+            verdict = unchecked(plan, harness_error=str(exc),
+                                problems=[f"harness error: {exc}"])
         verdict.attempts = attempt
         verdict.seconds = round(time.monotonic() - started, 1)  # every phase and attempt
         if not verdict.upstream_race:
@@ -179,6 +176,12 @@ def run_trial(ctx: Context, plan: Plan) -> Verdict:
               f"(README, Known issues){'; again' if attempt < RACE_ATTEMPTS else ''}",
               flush=True)
     return verdict
+
+
+def unchecked(plan: Plan, **outcome: Any) -> Verdict:
+    """The verdict of a trial that could not be checked (``outcome``: why)."""
+    return Verdict(plan.name, plan.kind, plan.spec, plan.runtime, plan.store, plan.parallelism,
+                   config=plan.config.as_dict(), **outcome)
 
 
 def start_servers(ctx: Context, plans: list[Plan]) -> None:
