@@ -23,6 +23,7 @@ from pyflink.datastream.state import ValueStateDescriptor
 from bench.common import Clock, keyed_numbers, sample_stacks
 from flink_agents_ext import process_with_checkpoints
 from flink_agents_ext.actions import INPUT, ActionContext, Agent, DurableAgentFunction
+from flink_agents_ext.actions.gc_tuning import DEFAULT_GC_THRESHOLD
 
 WORK_S = 0.0
 
@@ -102,6 +103,8 @@ def main() -> None:
                    help="the store's commit mode (durable side)")
     p.add_argument("--result", required=True)
     p.add_argument("--profile", default="", help="durable side: write sampled stacks here")
+    p.add_argument("--no-gc-tuning", action="store_true",
+                   help="durable side: gc_threshold=None (the collector's defaults)")
     args = p.parse_args()
     work_s = args.work_ms / 1000
     conf = Configuration()
@@ -114,7 +117,9 @@ def main() -> None:
         process_with_checkpoints(keyed, Durable(agent(), {"backend": "sqlite", "path": db,
                                                 "commit": args.commit},
                                                 "bench", result=args.result, work_s=work_s,
-                                                profile=args.profile),
+                                                profile=args.profile,
+                                                gc_threshold=None if args.no_gc_tuning
+                                                else DEFAULT_GC_THRESHOLD),
                                  Types.STRING())
     env.execute("durable-throughput")
 

@@ -3,9 +3,13 @@ every second, 20,000 keys, one durable 1 s call per run, parallelism 1).
 
 For 64, 1,024 and 4,096 runs in flight, with a sync action (``time.sleep``, a pool of that
 many threads) and an ``async def`` action (``asyncio.sleep``, coroutines on one event loop):
-runs/s (runs applied over the time from the first input to the last run applied) beside the ideal (runs in flight /
-call time), CPU milliseconds per run and peak RSS of the process that runs the function,
-and the end-to-end duration of the checkpoints taken with (nearly) 4,096 runs in flight.
+runs/s (runs applied over the time from the first input to the last run applied) beside
+the ideal (runs in flight / call time), CPU milliseconds per run and peak RSS of the process
+that runs the function, and the end-to-end duration of the checkpoints taken with (nearly)
+4,096 runs in flight.
+
+The function runs with its defaults (``gc_threshold`` too); ``bench.scale_job
+--no-gc-tuning`` runs it with the collector's defaults.
 
 Goal keys: ``scale_fraction_of_ideal_1024_async``, ``scale_fraction_of_ideal_4096`` (the
 ``async def`` agent; ``..._4096_sync`` beside it), ``cpu_ms_per_run_4096`` (async),

@@ -27,6 +27,7 @@ from pyflink.common import Configuration, Types
 from bench.common import keyed_numbers, sample_stacks
 from flink_agents_ext import process_with_checkpoints
 from flink_agents_ext.actions import INPUT, ActionContext, Agent, DurableAgentFunction
+from flink_agents_ext.actions.gc_tuning import DEFAULT_GC_THRESHOLD
 from flink_agents_ext.checkpoint import SnapshotContext
 
 
@@ -144,6 +145,8 @@ def main() -> None:
     p.add_argument("--rest-port", type=int, required=True)
     p.add_argument("--result", required=True)
     p.add_argument("--profile", default="", help="write sampled stacks to this file")
+    p.add_argument("--no-gc-tuning", action="store_true",
+                   help="gc_threshold=None (the collector's defaults)")
     args = p.parse_args()
     conf = Configuration()
     conf.set_string("rest.port", str(args.rest_port))
@@ -158,7 +161,8 @@ def main() -> None:
     fn = Measured(agent(args.call_ms / 1000, args.use_async),
                   {"backend": "sqlite", "path": db, "commit": args.commit}, "scale",
                   max_in_flight=args.in_flight, result=args.result, profile=args.profile,
-                  switch_ms=args.switch_ms)
+                  switch_ms=args.switch_ms,
+                  gc_threshold=None if args.no_gc_tuning else DEFAULT_GC_THRESHOLD)
     process_with_checkpoints(keyed, fn, Types.LONG())
     client = env.execute_async("scale-bench")
     durations: dict[int, float] = {}

@@ -10,6 +10,12 @@ from pyflink.datastream import OutputTag
 from flink_agents_ext.actions.agent import Agent
 from flink_agents_ext.actions.concurrent import ConcurrentRuns
 from flink_agents_ext.actions.dead_letters import DEAD_LETTER_TAG, dead_letter
+from flink_agents_ext.actions.gc_tuning import (
+    DEFAULT_GC_THRESHOLD,
+    check_gc_threshold,
+    raise_threshold,
+    release,
+)
 from flink_agents_ext.actions.metrics import RunMetrics
 from flink_agents_ext.actions.modes import InlineRuns, RunEnv, RunMode
 from flink_agents_ext.actions.runner import DEFAULT_MAX_ACTIONS_PER_RUN
@@ -109,6 +115,14 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
         allow_no_checkpointing: run in a job without checkpointing. Nothing is ever pruned
             then (the store keeps every run's records) and a loud warning is logged; without
             this option such a job fails at start with :class:`NotRecoverableError`.
+        gc_threshold: with ``max_in_flight > 0``, while the function is open, Python's
+            cyclic garbage collector runs with its thresholds (generations 0, 1, 2) raised
+            to at least these, default ``(50000, 20, 100)``: with the defaults
+            ``(700, 10, 10)`` it spends much of its time walking the objects of runs in
+            flight (see :mod:`flink_agents_ext.actions.gc_tuning`: 4,096 runs in flight went
+            from 2,620 to 3,427 runs/s). The collector is shared by every function in the
+            interpreter: the thresholds are only raised, and put back when the last function
+            that raised them closes. ``None`` leaves the collector alone.
 
     A store that cannot be opened fails the job once with :class:`NotRecoverableError`
     (no restart loop) when restarting cannot fix it: a bad configuration, a path that
@@ -122,7 +136,8 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
                  max_actions_per_run: int = DEFAULT_MAX_ACTIONS_PER_RUN,
                  max_in_flight: int = 0, poll_interval_ms: int = 5,
                  close_timeout_s: float = 60.0, allow_no_checkpointing: bool = False,
-                 on_foreign_lineage: str = "reclaim") -> None:
+                 on_foreign_lineage: str = "reclaim",
+                 gc_threshold: Optional[tuple[int, int, int]] = DEFAULT_GC_THRESHOLD) -> None:
         if not isinstance(agent, Agent):
             raise TypeError(f"agent must be an Agent, got {type(agent).__name__}")
         agent.validate()
@@ -158,6 +173,7 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
         self.poll_interval_ms = poll_interval_ms
         self.close_timeout_s = close_timeout_s
         self.allow_no_checkpointing = allow_no_checkpointing
+        self.gc_threshold = check_gc_threshold(gc_threshold)
         # stats() of an instance never opened (e.g. the client's copy): zeros.
         self._metrics = RunMetrics()
         self._completions: Optional[Completions] = None
@@ -183,6 +199,8 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
             StoreError: a transient failure to open the store (Flink restarts the task).
         """
         self.store: ActionStateStore = _open_store(self.store_spec)
+        if self.gc_threshold is not None and self.max_in_flight:
+            raise_threshold(self, self.gc_threshold)
         self._metrics = RunMetrics()
         self._fence = FencedStore(self.store, f"namespace {self.namespace!r}: the closed "
                                               f"attempt")
@@ -249,6 +267,7 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
         store = getattr(self, "store", None)
         if store is not None:
             store.close()
+        release(self)
 
     # -- records -------------------------------------------------------------------------
     def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
