@@ -140,6 +140,7 @@ def main() -> None:
     p.add_argument("--interval", type=int, default=1000)
     p.add_argument("--commit", default="group", choices=["each", "group"])
     p.add_argument("--debloat", action="store_true", help="buffer debloating, 200 ms target")
+    p.add_argument("--unaligned", action="store_true", help="unaligned checkpoints")
     p.add_argument("--switch-ms", type=float, default=0.0,
                    help="sys.setswitchinterval in the function's interpreter (0: default)")
     p.add_argument("--rest-port", type=int, required=True)
@@ -155,6 +156,9 @@ def main() -> None:
         # records waiting for a free slot (README: slow checkpoints under backpressure).
         conf.set_string("taskmanager.network.memory.buffer-debloat.enabled", "true")
         conf.set_string("taskmanager.network.memory.buffer-debloat.target", "200 ms")
+    if args.unaligned:
+        # Barriers overtake the buffered input, which goes into the checkpoint as channel state.
+        conf.set_string("execution.checkpointing.unaligned.enabled", "true")
     env, keyed = keyed_numbers(conf, "thread", args.n, args.keys, interval_ms=args.interval,
                                string_keys=True)
     db = os.path.join(tempfile.mkdtemp(prefix="fae-scale-"), "a.db")

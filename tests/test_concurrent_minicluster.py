@@ -23,10 +23,29 @@ def test_failover_with_runs_in_flight(tmp_path: Path, mode: str) -> None:
     checkpoints Flink triggers at its own moments and a real failover whose restore hands
     the runs back; pruning never touches a run in flight, no recorded call runs again and
     each key keeps its input order, in both modes (the harness chooses its moments)."""
+    check_failover_with_runs_in_flight(tmp_path, mode)
+
+
+@pytest.mark.timeout(900)
+def test_failover_with_runs_in_flight_and_unaligned_checkpoints(tmp_path: Path) -> None:
+    """As above, with unaligned checkpoints (the README's advice for many runs in flight):
+    only a real job has barriers that overtake the buffered input (the function blocks while
+    16 runs execute) and a restore that hands that input back as channel state, to be
+    processed again after the restored runs; still every input runs exactly once, no
+    recorded call runs again, each key keeps its input order."""
+    check_failover_with_runs_in_flight(tmp_path, "thread", ["--unaligned"])
+    # The checkpoints were unaligned, and barriers did overtake buffered input.
+    stats = json.loads((tmp_path / "run" / "checkpoints.json").read_text()).values()
+    assert stats and all(cp["type"] == "UNALIGNED_CHECKPOINT" for cp in stats), stats
+    assert max(cp["persisted_data"] for cp in stats) > 0, stats
+
+
+def check_failover_with_runs_in_flight(tmp_path: Path, mode: str,
+                                       extra: tuple[str, ...] | list[str] = ()) -> None:
     n, out = 1500, tmp_path / "run"
     args = ["--out", str(out), "--db", str(out / "actions.db"), "--mode", mode,
             "--n", str(n), "--keys", "100", "--max-in-flight", "16", "--call-ms", "30",
-            "--fail-at", str(n // 2), "--interval", "200", "--delay", "0.002"]
+            "--fail-at", str(n // 2), "--interval", "200", "--delay", "0.002", *extra]
     # Process mode: retried if the job hits the PyFlink race (README, "Known issues").
     run_with_upstream_race_retries(
         lambda: run_module("tests.jobs.durable_probe", args,

@@ -20,7 +20,9 @@ import glob
 import json
 import os
 import sys
+import threading
 import time
+import urllib.request
 from typing import Any
 
 from pyflink.common import Configuration, Encoder, Types, WatermarkStrategy
@@ -35,6 +37,7 @@ from flink_agents_ext import (
 )
 from flink_agents_ext.actions import INPUT, ActionContext, Agent, DurableAgentFunction
 from flink_agents_ext.store import RecordId
+from scripts import free_port
 from tests.jobs.lines import LineWriter
 
 CALL_SECONDS = 0.0
@@ -131,6 +134,7 @@ def main() -> None:
     p.add_argument("--cancel-after-lines", type=int, default=0)
     p.add_argument("--cancel-after-checkpoints", type=int, default=0)
     p.add_argument("--offset", type=int, default=0, help="added to every element number")
+    p.add_argument("--unaligned", action="store_true", help="unaligned checkpoints")
     args = p.parse_args()
     if not args.db and not args.store:
         p.error("--db or --store is required")
@@ -142,6 +146,11 @@ def main() -> None:
     conf.set_string("restart-strategy.fixed-delay.delay", "200 ms")
     conf.set_string("python.fn-execution.bundle.size", "100")
     conf.set_string("python.fn-execution.bundle.time", "100")
+    rest_port = 0
+    if args.unaligned:
+        conf.set_string("execution.checkpointing.unaligned.enabled", "true")
+        rest_port = free_port()  # to read the checkpoints' statistics
+        conf.set_string("rest.port", str(rest_port))
     if args.from_savepoint:
         conf.set_string("execution.savepoint.path", args.from_savepoint)
     conf.set_string("state.checkpoints.num-retained", str(args.retention))
@@ -189,6 +198,10 @@ def main() -> None:
     if args.cancel_after_lines or args.cancel_after_checkpoints:
         cancel(env.execute_async("durable-probe"), args)
         return
+    if rest_port:
+        watch_checkpoints(env.execute_async("durable-probe"), rest_port,
+                          os.path.join(args.out, "checkpoints.json"))
+        return
     if not args.stop_after:
         env.execute("durable-probe")
         return
@@ -202,6 +215,36 @@ def main() -> None:
     path = stop_with_savepoint(client, "file://" + os.path.join(args.out, "savepoints"))
     print(f"SAVEPOINT {path}", flush=True)
     sys.exit(0)
+
+
+def watch_checkpoints(client: Any, port: int, path: str) -> None:
+    """Until the job ends, read its completed checkpoints from the REST API; write
+    ``{id: {"type", "persisted_data"}}`` (bytes of channel state) to ``path``."""
+    found: dict[int, dict[str, Any]] = {}
+    done = threading.Event()
+    url = f"http://127.0.0.1:{port}/jobs/{client.get_job_id()}/checkpoints"
+
+    def poll() -> None:
+        while not done.wait(0.2):
+            try:
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    history = json.load(resp).get("history", [])
+            except (OSError, ValueError):
+                continue
+            for cp in history:
+                if cp.get("status") == "COMPLETED":
+                    found[int(cp["id"])] = {"type": cp.get("checkpoint_type"),
+                                            "persisted_data": int(cp.get("persisted_data", 0))}
+
+    watcher = threading.Thread(target=poll, daemon=True)
+    watcher.start()
+    try:
+        client.get_job_execution_result().result()
+    finally:
+        done.set()
+        watcher.join()
+        with open(path, "w") as fh:
+            json.dump(found, fh)
 
 
 def checkpoints_done(checkpoint_dir: str) -> int:
