@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import pytest
 
@@ -87,6 +87,28 @@ def test_completed_action_replaces_its_buffered_journal(path: str) -> None:
             assert other.get_calls(done) == []  # a replay never reads it: not written
             assert other.get_action(done) == action_record(done)
             assert other.get_calls(running) == [call_record(running, 0)]
+
+
+def test_completed_action_replaces_its_buffered_started_record(path: str) -> None:
+    written: list[ActionRecord] = []
+
+    class Counting(SQLiteStore):
+        def put_many(self, actions: Any, calls: Any) -> None:
+            written.extend(actions)
+            super().put_many(actions, calls)
+
+    with GroupCommitStore(Counting(path), interval_ms=60_000) as store:
+        done, other_run = rid(NS, seq=1), rid(NS, seq=2)
+        started = action_record(done, completed=False)
+        store.put_many((started,), (call_record(done, 0),))  # as the first durable call does
+        store.put_action(action_record(other_run, completed=False))
+        store.put_action(action_record(done))
+        assert store.buffered == 2
+        store.flush()
+        assert written == [action_record(done), action_record(other_run, completed=False)]
+        with SQLiteStore(path) as reader:
+            assert reader.get_action(done) == action_record(done)
+            assert reader.get_calls(done) == []
 
 
 def test_pending_entry_is_written_through_with_everything_before_it(path: str) -> None:

@@ -17,7 +17,8 @@ What it costs: a process that dies abruptly (``kill -9``, out of memory, a lost 
 loses the puts of about the last ``interval_ms`` (at most twice that); after the restart
 the actions they recorded run again, so their durable calls are repeated. The journal
 entries of an action whose completed record is in the same batch are not written at all
-(a replay never reads them). Nothing else changes: replay,
+(a replay never reads them), nor is the action's started record that came with its first
+journal entry (the completed record replaces it). Nothing else changes: replay,
 pruning and the checkpoint rules are the same, and a task failure inside a live process
 (an exception, a cancelled task) loses nothing, because close flushes. Calls whose
 repetition is not acceptable must be reconcilable (``durable_execute_reconcilable``): their
@@ -77,7 +78,9 @@ class GroupCommitStore(ActionStateStore):
         # that flushed first cannot overtake a batch still being written.
         self._lock = threading.Lock()
         self._io = threading.RLock()
-        self._actions: list[ActionRecord] = []
+        # The last buffered record of each action: a later one replaces it (the started
+        # record of an action whose completed record is in the same batch is not written).
+        self._actions: dict[RecordId, ActionRecord] = {}
         # Journal entries by action execution: a completed action's record makes its
         # buffered entries unnecessary (a replay never reads the journal of a completed
         # action), so they are dropped instead of written.
@@ -117,9 +120,9 @@ class GroupCommitStore(ActionStateStore):
             self._check()
             if not self._actions and not self._calls:
                 return
-            actions = self._actions
+            actions = list(self._actions.values())
             calls = [call for entries in self._calls.values() for call in entries]
-            self._actions, self._calls, self._ncalls = [], {}, 0
+            self._actions, self._calls, self._ncalls = {}, {}, 0
         try:
             self.inner.put_many(actions, calls)
         except BaseException as exc:
@@ -178,7 +181,7 @@ class GroupCommitStore(ActionStateStore):
                     dropped = self._calls.pop(record.id, None)
                     if dropped:
                         self._ncalls -= len(dropped)
-                self._actions.append(record)
+                self._actions[record.id] = record
             due = (len(self._actions) + self._ncalls >= self.max_records
                    or time.monotonic() - self._oldest >= self.interval_s)
         if write_through or due:
