@@ -19,7 +19,6 @@ import resource
 import tempfile
 import threading
 import time
-import urllib.request
 from typing import Any, Iterator
 
 from pyflink.common import Configuration, Types
@@ -29,6 +28,7 @@ from flink_agents_ext import process_with_checkpoints
 from flink_agents_ext.actions import INPUT, ActionContext, Agent, DurableAgentFunction
 from flink_agents_ext.actions.gc_tuning import DEFAULT_GC_THRESHOLD
 from flink_agents_ext.checkpoint import SnapshotContext
+from scripts.jobrun import watch_completed_checkpoints
 
 
 def model_call(i: int, seconds: float) -> int:
@@ -115,21 +115,6 @@ class Measured(DurableAgentFunction):
         super().close()
 
 
-def watch_checkpoints(port: int, job_id: str, found: dict[int, float],
-                      stop: threading.Event) -> None:
-    """Poll the mini-cluster's REST API for completed checkpoints' durations (ms)."""
-    url = f"http://127.0.0.1:{port}/jobs/{job_id}/checkpoints"
-    while not stop.wait(0.5):
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
-                history = json.load(resp).get("history", [])
-        except (OSError, ValueError):
-            continue
-        for cp in history:
-            if cp.get("status") == "COMPLETED":
-                found[int(cp["id"])] = float(cp["end_to_end_duration"])
-
-
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--in-flight", type=int, required=True)
@@ -169,16 +154,17 @@ def main() -> None:
                   gc_threshold=None if args.no_gc_tuning else DEFAULT_GC_THRESHOLD)
     process_with_checkpoints(keyed, fn, Types.LONG())
     client = env.execute_async("scale-bench")
-    durations: dict[int, float] = {}
+    stats: dict[int, dict[str, Any]] = {}
     stop = threading.Event()
-    watcher = threading.Thread(target=watch_checkpoints, daemon=True, args=(
-        args.rest_port, str(client.get_job_id()), durations, stop))
+    watcher = threading.Thread(target=watch_completed_checkpoints, daemon=True, args=(
+        args.rest_port, str(client.get_job_id()), stats, stop, 0.5))
     watcher.start()
     client.get_job_execution_result().result()
     stop.set()
     watcher.join()
     with open(args.result, "a") as fh:
-        fh.write(json.dumps({"checkpoint_ms": durations}) + "\n")
+        fh.write(json.dumps({"checkpoint_ms": {cid: float(cp["end_to_end_duration"])
+                                               for cid, cp in stats.items()}}) + "\n")
 
 
 if __name__ == "__main__":

@@ -14,12 +14,15 @@ again instead of waiting for the timeout.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -145,3 +148,21 @@ def run_job(module: str, args: Sequence[Any], *, timeout: float,
                          round(time.monotonic() - started, 1), timed_out, race,
                          out_path.read_text(errors="replace"),
                          err_path.read_text(errors="replace"))
+
+
+def watch_completed_checkpoints(port: int, job_id: str, found: dict[int, dict[str, Any]],
+                                stop: threading.Event, period_s: float = 0.2) -> None:
+    """Inside a job (a thread of its client): until ``stop`` is set, read the job's
+    checkpoint history from the mini-cluster's REST API on ``port`` every ``period_s``;
+    ``found[id]`` is each completed checkpoint's statistics as Flink reports them
+    (``end_to_end_duration`` ms, ``checkpoint_type``, ``persisted_data`` bytes...)."""
+    url = f"http://127.0.0.1:{port}/jobs/{job_id}/checkpoints"
+    while not stop.wait(period_s):
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                history = json.load(resp).get("history", [])
+        except (OSError, ValueError):
+            continue
+        for cp in history:
+            if cp.get("status") == "COMPLETED":
+                found[int(cp["id"])] = cp

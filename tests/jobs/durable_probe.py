@@ -22,7 +22,6 @@ import os
 import sys
 import threading
 import time
-import urllib.request
 from typing import Any
 
 from pyflink.common import Configuration, Encoder, Types, WatermarkStrategy
@@ -38,6 +37,7 @@ from flink_agents_ext import (
 from flink_agents_ext.actions import INPUT, ActionContext, Agent, DurableAgentFunction
 from flink_agents_ext.store import RecordId
 from scripts import free_port
+from scripts.jobrun import watch_completed_checkpoints
 from tests.jobs.lines import LineWriter
 
 CALL_SECONDS = 0.0
@@ -222,21 +222,8 @@ def watch_checkpoints(client: Any, port: int, path: str) -> None:
     ``{id: {"type", "persisted_data"}}`` (bytes of channel state) to ``path``."""
     found: dict[int, dict[str, Any]] = {}
     done = threading.Event()
-    url = f"http://127.0.0.1:{port}/jobs/{client.get_job_id()}/checkpoints"
-
-    def poll() -> None:
-        while not done.wait(0.2):
-            try:
-                with urllib.request.urlopen(url, timeout=2) as resp:
-                    history = json.load(resp).get("history", [])
-            except (OSError, ValueError):
-                continue
-            for cp in history:
-                if cp.get("status") == "COMPLETED":
-                    found[int(cp["id"])] = {"type": cp.get("checkpoint_type"),
-                                            "persisted_data": int(cp.get("persisted_data", 0))}
-
-    watcher = threading.Thread(target=poll, daemon=True)
+    watcher = threading.Thread(target=watch_completed_checkpoints, daemon=True,
+                               args=(port, str(client.get_job_id()), found, done))
     watcher.start()
     try:
         client.get_job_execution_result().result()
@@ -244,7 +231,9 @@ def watch_checkpoints(client: Any, port: int, path: str) -> None:
         done.set()
         watcher.join()
         with open(path, "w") as fh:
-            json.dump(found, fh)
+            json.dump({cid: {"type": cp.get("checkpoint_type"),
+                             "persisted_data": int(cp.get("persisted_data", 0))}
+                       for cid, cp in found.items()}, fh)
 
 
 def checkpoints_done(checkpoint_dir: str) -> int:
