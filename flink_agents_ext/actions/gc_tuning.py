@@ -52,13 +52,12 @@ def check_gc_threshold(value: object) -> Optional[GcThreshold]:
     return (value[0], value[1], value[2])
 
 
-def _wanted() -> Optional[GcThreshold]:
-    if not _holders:
-        return None
+def _wanted() -> GcThreshold:
+    """Per generation, the highest of the original thresholds and the holders' (``_lock``
+    held, at least one holder)."""
     assert _original is not None
-    return (max(_original[0], *(t[0] for t in _holders.values())),
-            max(_original[1], *(t[1] for t in _holders.values())),
-            max(_original[2], *(t[2] for t in _holders.values())))
+    a, b, c = (max(column) for column in zip(_original, *_holders.values()))
+    return (a, b, c)
 
 
 def raise_threshold(holder: object, threshold: GcThreshold) -> None:
@@ -71,7 +70,6 @@ def raise_threshold(holder: object, threshold: GcThreshold) -> None:
             _original = current  # first holder, or someone else set them since
         _holders[id(holder)] = threshold
         wanted = _wanted()
-        assert wanted is not None
         if wanted != current:
             gc.set_threshold(*wanted)
             _log.info("Python gc thresholds raised from %s to %s while runs are in flight "
