@@ -4,6 +4,13 @@ The user work, the same on both sides: a SHA-256 of the input, counted per key a
 ``stock``: a plain PyFlink ``KeyedProcessFunction`` does it. ``durable``: an agent action does
 it as a durable call, recorded in a SQLite store and pruned as checkpoints complete. Writes
 ``{"records", "seconds"}`` (first to last element inside the function) to ``--result``.
+
+``writes``: the stock function plus only the SQLite writes the durable function's contract
+needs per record, with the store's own file layout and statements and nothing of this
+package on the record's path: with ``--commit each`` two committed transactions (the call
+with its action's started record, before the action goes on; then the completed action),
+with ``--commit group`` the same two rows per record in batches of 1,000. Its ratio to
+``stock`` is a ceiling for any durable design that keeps those writes.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import sqlite3
 import tempfile
 import threading
 import time
@@ -24,6 +32,7 @@ from bench.common import Clock, keyed_numbers, sample_stacks
 from flink_agents_ext import process_with_checkpoints
 from flink_agents_ext.actions import INPUT, ActionContext, Agent, DurableAgentFunction
 from flink_agents_ext.actions.gc_tuning import DEFAULT_GC_THRESHOLD
+from flink_agents_ext.store.sqlite import SQLiteStore
 
 WORK_S = 0.0
 
@@ -53,6 +62,66 @@ class Stock(KeyedProcessFunction):
 
     def close(self) -> None:
         self.clock.write(self.result)
+
+
+class StoreWrites(Stock):
+    """The stock function plus the durable contract's SQLite writes per record (see the
+    module docs)."""
+
+    BATCH = 1000
+
+    def __init__(self, result: str, work_s: float, commit: str) -> None:
+        super().__init__(result, work_s)
+        self.commit = commit
+
+    def open(self, runtime_context: Any) -> None:
+        super().open(runtime_context)
+        db = os.path.join(tempfile.mkdtemp(prefix="fae-bench-"), "a.db")
+        store = SQLiteStore(db)  # the file, its pragmas and its tables
+        self.put_call, self.put_action = store._sql["put_call"], store._sql["put_action"]
+        store.close()
+        self.conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+        self.conn.execute("PRAGMA synchronous = NORMAL")
+        self.calls: list[tuple[Any, ...]] = []
+        self.actions: list[tuple[Any, ...]] = []
+
+    def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
+        self.clock.tick()
+        self.count.update((self.count.value() or 0) + 1)
+        out = user_work(value[1])
+        ident = ("bench", str(value[0]), value[1], "act", 0)
+        event = f"[{value[0]},{value[1]}]".encode()
+        call = (*ident, 0, "bench.durable_job.user_work", "0" * 32, "ok",
+                f'"{out}"'.encode(), None, None)
+        done = (*ident, event, f'["{out}"]'.encode(), b"[]", b'{"set":{},"unset":[]}', True)
+        if self.commit == "each":
+            conn = self.conn
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(self.put_call, call)
+            conn.execute(self.put_action, (*done[:5], event, b"[]", b"[]", done[8], False))
+            conn.execute("COMMIT")
+            conn.execute(self.put_action, done)  # its own transaction
+        else:
+            self.calls.append(call)
+            self.actions.append(done)
+            if len(self.actions) >= self.BATCH:
+                self._write_batch()
+        yield out
+
+    def _write_batch(self) -> None:
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(self.put_call, self.calls)
+        conn.executemany(self.put_action, self.actions)
+        conn.execute("COMMIT")
+        self.calls.clear()
+        self.actions.clear()
+
+    def close(self) -> None:
+        if self.actions:
+            self._write_batch()
+        self.conn.close()
+        super().close()
 
 
 def agent() -> Agent:
@@ -95,12 +164,12 @@ class Durable(DurableAgentFunction):
 
 def main() -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("--side", choices=["stock", "durable"], required=True)
+    p.add_argument("--side", choices=["stock", "durable", "writes"], required=True)
     p.add_argument("--n", type=int, required=True)
     p.add_argument("--keys", type=int, required=True)
     p.add_argument("--work-ms", type=float, default=0.0)
     p.add_argument("--commit", choices=["each", "group"], default="each",
-                   help="the store's commit mode (durable side)")
+                   help="the store's commit mode (durable and writes sides)")
     p.add_argument("--result", required=True)
     p.add_argument("--profile", default="", help="durable side: write sampled stacks here")
     p.add_argument("--no-gc-tuning", action="store_true",
@@ -112,6 +181,8 @@ def main() -> None:
     env, keyed = keyed_numbers(conf, "thread", args.n, args.keys)
     if args.side == "stock":
         keyed.process(Stock(args.result, work_s), Types.STRING())
+    elif args.side == "writes":
+        keyed.process(StoreWrites(args.result, work_s, args.commit), Types.STRING())
     else:
         db = os.path.join(tempfile.mkdtemp(prefix="fae-bench-"), "a.db")
         process_with_checkpoints(keyed, Durable(agent(), {"backend": "sqlite", "path": db,
