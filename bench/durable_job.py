@@ -9,8 +9,9 @@ it as a durable call, recorded in a SQLite store and pruned as checkpoints compl
 needs per record, with the store's own file layout and statements and nothing of this
 package on the record's path: with ``--commit each`` two committed transactions (the call
 with its action's started record, before the action goes on; then the completed action),
-with ``--commit group`` the same two rows per record in batches of 1,000. Its ratio to
-``stock`` is a ceiling for any durable design that keeps those writes.
+with ``--commit group`` the completed action's row in batches of 1,000 (group commit does
+not write the journal entry or started record of an action completed in the same batch).
+Its ratio to ``stock`` is a ceiling for any durable design that keeps those writes.
 """
 
 from __future__ import annotations
@@ -82,7 +83,6 @@ class StoreWrites(Stock):
         store.close()
         self.conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
         self.conn.execute("PRAGMA synchronous = NORMAL")
-        self.calls: list[tuple[Any, ...]] = []
         self.actions: list[tuple[Any, ...]] = []
 
     def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
@@ -102,7 +102,6 @@ class StoreWrites(Stock):
             conn.execute("COMMIT")
             conn.execute(self.put_action, done)  # its own transaction
         else:
-            self.calls.append(call)
             self.actions.append(done)
             if len(self.actions) >= self.BATCH:
                 self._write_batch()
@@ -111,10 +110,8 @@ class StoreWrites(Stock):
     def _write_batch(self) -> None:
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
-        conn.executemany(self.put_call, self.calls)
         conn.executemany(self.put_action, self.actions)
         conn.execute("COMMIT")
-        self.calls.clear()
         self.actions.clear()
 
     def close(self) -> None:

@@ -10,7 +10,7 @@ interleaved, and its best rate counts (other load on a 2-core machine only slows
 
 Beside them, for the cases without extra work, the ``writes`` side: the stock function plus
 only the SQLite writes the durable contract needs per record (two commits with ``commit:
-each``, two rows in batches with ``group``; see ``bench/durable_job.py``). Its ratio to stock
+each``, one row in batches with ``group``; see ``bench/durable_job.py``). Its ratio to stock
 (``throughput_ceiling_*``) bounds what any durable design keeping those writes can reach.
 """
 
