@@ -3,6 +3,7 @@ every record, so it is pinned exactly: a change would make a restored job miss i
 
 from __future__ import annotations
 
+import datetime
 import enum
 import hashlib
 import math
@@ -68,7 +69,8 @@ def test_nan_cannot_be_encoded(value: Any) -> None:
 
 @pytest.mark.parametrize("value, name", [(object(), "builtins.object"), ({1, 2}, "builtins.set"),
                                          ((1, object()), "builtins.object"),
-                                         ([frozenset()], "builtins.frozenset")])
+                                         ([frozenset()], "builtins.frozenset"),
+                                         (datetime.date(2026, 12, 2), "datetime.date")])
 def test_other_types_name_the_type(value: Any, name: str) -> None:
     with pytest.raises(KeyEncodingError, match=rf"^values of type {name} have no stable "
                                                r"encoding; use None, bool, int"):

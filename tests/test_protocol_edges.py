@@ -19,6 +19,7 @@ from flink_agents_ext.actions import (
     ActionFailed,
     Agent,
     DurableAgentFunction,
+    RetryableActionError,
     RunResult,
     execute_run,
 )
@@ -26,6 +27,7 @@ from flink_agents_ext.actions.runner import _EMPTY_FORMS, _empty_forms, execute_
 from flink_agents_ext.keys import encode_key
 from flink_agents_ext.serde import JsonSerializer, SerializationError
 from flink_agents_ext.store import SQLiteStore
+from flink_agents_ext.store.base import RecordId
 from flink_agents_ext.testing import KeyedFunctionHarness
 
 NS = "edges"
@@ -450,3 +452,80 @@ def test_replay_with_another_input_counts_each_mismatch_and_names_the_action(tmp
     assert letter["action"] == "act" and letter["seq"] == 0
     assert letter["reason"] == ("cannot record the effects of action act: the 'input' event it "
                                 "reacted to: 27 bytes is too long")
+
+
+# -- a journal recorded for another input ------------------------------------------------------
+def test_a_journal_recorded_for_another_input_is_removed_from_its_start(tmp_path):
+    """A started action whose journal (two calls) was recorded for input 1 gets input 2 under
+    the same key and sequence: the whole old journal goes, so a replay of input 2 never
+    returns a result recorded for input 1 (here: the charge)."""
+    charges: list[str] = []
+    crash: dict[str, Any] = {"after": 2}
+
+    def fetch(n: int) -> int:
+        return n * 10
+
+    def charge(order: str) -> int:
+        charges.append(order)
+        return len(charges)
+
+    agent = Agent("stale-journal")
+
+    @agent.action(on=INPUT)
+    def act(n: int, ctx: ActionContext) -> None:
+        ctx.emit(ctx.durable_execute(fetch, n))
+        if crash["after"] == 1:
+            raise RetryableActionError("the task dies after the first call")
+        ctx.emit(ctx.durable_execute(charge, "order-7"))
+        if crash["after"] == 2:
+            raise RetryableActionError("the task dies after the second call")
+
+    def run(store: SQLiteStore, n: int) -> RunResult:
+        return execute_run(agent, store, JsonSerializer(), NS, "k", encode_key("k"), 0, n, {})
+
+    record_id = RecordId(NS, encode_key("k"), 0, "act", 0)
+    with SQLiteStore(str(tmp_path / "j.db")) as store:
+        with pytest.raises(RetryableActionError):
+            run(store, 1)
+        assert [c.position for c in store.get_calls(record_id)] == [0, 1]
+        crash["after"] = 1
+        with pytest.raises(RetryableActionError):
+            run(store, 2)
+        assert [(c.position, c.result) for c in store.get_calls(record_id)] == [(0, b"20")]
+        crash["after"] = None
+        result = run(store, 2)
+    assert result.outputs == [20, 2] and result.calls.replayed == 1
+    assert charges == ["order-7", "order-7"]
+
+
+@pytest.mark.parametrize("by_keyword", [False, True])
+def test_an_async_durable_call_with_other_arguments_runs_again(tmp_path, by_keyword):
+    """The journal of an ``async def`` action matches a call by its arguments too
+    (positional and keyword): other arguments on replay run the call."""
+    now: dict[str, Any] = {"n": 1, "crash": True}
+    seen: list[int] = []
+
+    async def look(n: int) -> int:
+        seen.append(n)
+        return n * 100
+
+    agent = Agent("async-arguments")
+
+    @agent.action(on=INPUT)
+    async def act(value: str, ctx: ActionContext) -> None:
+        n = now["n"]
+        ctx.emit(await (ctx.durable_execute_async(look, n=n) if by_keyword
+                        else ctx.durable_execute_async(look, n)))
+        if now["crash"]:
+            raise RetryableActionError("the task dies")
+
+    def run(store: SQLiteStore) -> RunResult:
+        return asyncio.run(execute_run_async(agent, store, JsonSerializer(), NS, "k",
+                                             encode_key("k"), 0, "in", {}))
+
+    with SQLiteStore(str(tmp_path / "a.db")) as store:
+        with pytest.raises(RetryableActionError):
+            run(store)
+        now.update(n=2, crash=False)
+        assert run(store).outputs == [200]
+    assert seen == [1, 2]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from flink_agents_ext.checkpoint.ledger import CheckpointPayload
-from flink_agents_ext.pruning import PrunePolicy
+from flink_agents_ext.pruning import PrunePolicy, RestoreBoundaryError
 from flink_agents_ext.store import SQLiteStore
 from tests.store_contract import action_record, rid
 
@@ -64,3 +64,33 @@ def test_restore_with_retention_one_applies_marks_an_earlier_job_left(store: SQL
     # The restored checkpoint's own payload covers run 0; the earlier marks run 1.
     assert policy.on_restore(2, [CheckpointPayload(2, {"k": 0})]) == 2
     assert seqs(store) == [2, 3]
+
+
+def test_a_restore_older_than_the_boundary_is_refused_by_default(store: SQLiteStore) -> None:
+    PrunePolicy(store, NS).on_complete(3, [CheckpointPayload(3, {"k": 1})])
+    with pytest.raises(RestoreBoundaryError, match="pruned up to checkpoint 3"):
+        PrunePolicy(store, NS).on_restore(2, [])
+    assert seqs(store) == [2, 3]
+
+
+def test_an_aborted_snapshots_marks_go_into_the_next_snapshot(store: SQLiteStore) -> None:
+    # They are then part of a checkpoint: a restore from it still prunes them.
+    policy = PrunePolicy(store, NS)
+    policy.on_aborted([CheckpointPayload(1, {"k": 1})])
+    assert policy.snapshot_payload({"j": 5}) == {"k": 1, "j": 5}
+    assert policy.snapshot_payload({}) == {}, "carried once"
+    restored = PrunePolicy(store, NS)
+    assert restored.on_restore(2, [CheckpointPayload(2, {"k": 1, "j": 5})]) == 2
+    assert seqs(store) == [2, 3]
+
+
+def test_an_abort_after_a_later_snapshot_is_applied_by_that_snapshots_completion(
+        store: SQLiteStore) -> None:
+    # Snapshot 6 was taken before the abort of 5 arrived, so its payload lacks 5's marks.
+    policy = PrunePolicy(store, NS)
+    five = policy.snapshot_payload({"k": 1})
+    six = policy.snapshot_payload({})
+    policy.on_aborted([CheckpointPayload(5, five)])
+    assert policy.on_complete(6, [CheckpointPayload(6, six)]) == 2
+    assert seqs(store) == [2, 3]
+    assert policy.on_complete(7, [CheckpointPayload(7, policy.snapshot_payload({}))]) == 0
