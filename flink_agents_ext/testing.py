@@ -213,7 +213,8 @@ class KeyedFunctionHarness:
         self.processing_time = 0
         self._handle_taken = False
         self.bridge = CheckpointBridge(function, self._walk_changed_keys, self._key_handle,
-                                       operator_tracks_work=mode == "thread")
+                                       operator_tracks_work=mode == "thread",
+                                       discard_changed_keys=self._discard_changed_keys)
         self._completion_interval_ms = function.completion_interval_ms()
         self._next_drain = 0
         self._resume: list[_FlinkKey] = []
@@ -227,6 +228,9 @@ class KeyedFunctionHarness:
         for key in keys:
             self._state.current = key
             yield key.key
+
+    def _discard_changed_keys(self) -> None:
+        self._changed = {}
 
     def _key_handle(self) -> _FlinkKey:
         """The current key as its handle; the thread-mode operator registers its resume

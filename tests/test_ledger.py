@@ -174,6 +174,32 @@ def test_snapshot_drains_unread_changed_keys() -> None:
     assert changed == []
 
 
+def test_snapshot_discards_unread_changed_keys_in_one_call() -> None:
+    class Reader(CheckpointedKeyedProcessFunction):
+        def process_element(self, value: Any, ctx: Any) -> Iterator[Any]:
+            yield value
+
+        def snapshot_state(self, context: SnapshotContext) -> Any:
+            return sorted(context.changed_keys()) if read else None
+
+    walked: list[str] = []
+    discarded: list[int] = []
+
+    def changed_keys() -> Iterator[str]:
+        walked.append("walk")
+        yield "x"
+
+    bridge = CheckpointBridge(Reader(), changed_keys,
+                              discard_changed_keys=lambda: discarded.append(1))
+    read = False
+    bridge.snapshot(1)
+    assert (walked, discarded) == ([], [1]), "not walked key by key"
+    read = True
+    bridge.snapshot(2)
+    assert (walked, discarded) == (["walk"], [1]), "walked by the function: not discarded"
+    assert bridge.ledger.complete(2)[-1].payload == ["x"]
+
+
 def test_changed_keys_iterates_once() -> None:
     context = SnapshotContext(1, lambda: iter(["a"]))
     assert list(context.changed_keys()) == ["a"]

@@ -93,11 +93,6 @@ class ConcurrentRuns(RunMode):
         self._submit(key, key_enc, next_seq, value, memory)
         return iter(())
 
-    def last_completed_seq(self) -> Optional[int]:
-        """The last completed sequence in ``fae-runs``."""
-        runs = self.runs_state.value()
-        return None if runs is None else runs[2]
-
     def runs_in_flight(self) -> list[tuple[str, int]]:
         """``(encoded key, sequence)`` of the runs submitted and not yet applied."""
         return [(key_enc, seq) for key_enc, (seq, _, _) in list(self._runs.items())]
@@ -161,6 +156,7 @@ class ConcurrentRuns(RunMode):
             else:
                 runs = (next_seq, None, seq, 0, memory, None)
             self.runs_state.update(runs)
+            self.completed[key_enc] = seq
             yield from self.apply(key, seq, value, result, failure)
             if not queued:
                 if not end_of_input and not self._operator_tracks_work():

@@ -297,17 +297,12 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
 
     # -- checkpoints ---------------------------------------------------------------------
     def snapshot_state(self, context: SnapshotContext) -> Any:
-        """Capture the last completed sequence of the keys changed since the last snapshot
-        (after writing what a group-committing store still buffers)."""
+        """Capture the last completed sequence of the keys whose runs completed since the
+        last snapshot (after writing what a group-committing store still buffers). The run
+        mode keeps them as it records the completions: no call into Flink per key."""
         self.store.flush()
         self._metrics.publish()
-        changed: dict[str, int] = {}
-        last_completed = self.runs.last_completed_seq
-        for key in context.changed_keys():
-            seq = last_completed()
-            if seq is not None:
-                changed[encode_key(key)] = seq
-        return self.policy.snapshot_payload(changed)
+        return self.policy.snapshot_payload(self.runs.take_completed())
 
     def notify_checkpoint_complete(self, checkpoint_id: int,
                                    payloads: Sequence[CheckpointPayload]) -> None:

@@ -117,13 +117,22 @@ class RunMode(ABC):
     otherwise.
 
     Keyed state every mode has: ``fae-memory`` (the key's memory, JSON); the sequences are
-    the mode's own.
+    the mode's own. Besides, in memory, the keys whose runs completed since the last
+    :meth:`take_completed` (each with its last completed sequence): what the next snapshot
+    marks for pruning, without a call into Flink per key.
     """
 
     def __init__(self, env: RunEnv, runtime_context: Any) -> None:
         self.env = env
         self.memory_state = runtime_context.get_state(
             ValueStateDescriptor("fae-memory", Types.STRING()))
+        self.completed: dict[str, int] = {}
+
+    def take_completed(self) -> dict[str, int]:
+        """``{encoded key: last completed sequence}`` of the keys whose runs completed (were
+        recorded as completed in the mode's keyed state) since the last call; forgets them."""
+        completed, self.completed = self.completed, {}
+        return completed
 
     @abstractmethod
     def process_element(self, key: Any, key_enc: str, value: Any,
@@ -133,10 +142,6 @@ class RunMode(ABC):
     def on_timer(self, timestamp: int, ctx: Any) -> Iterator[Any]:
         """A timer of the current key fired; yield what is emitted."""
         return iter(())
-
-    @abstractmethod
-    def last_completed_seq(self) -> Optional[int]:
-        """The current key's last completed sequence (``None``: none completed)."""
 
     def runs_in_flight(self) -> list[tuple[str, int]]:
         """``(encoded key, sequence)`` of the runs started and not yet applied."""
@@ -205,9 +210,5 @@ class InlineRuns(RunMode):
         result, failure = self.env.outcome(
             lambda: self.env.execute(key, key_enc, seq, value, self.memory))
         self.next_seq.update(seq + 1)
+        self.completed[key_enc] = seq
         yield from self.apply(key, seq, value, result, failure)
-
-    def last_completed_seq(self) -> Optional[int]:
-        """``fae-next-seq - 1``."""
-        started = self.next_seq.value()
-        return None if not started else started - 1

@@ -151,7 +151,8 @@ class ProcessModeBridge:
         self._changed: dict[Any, None] = {}  # insertion-ordered set of hashable user keys
         self._changed_unhashable: list[Any] = []
         self.bridge = CheckpointBridge(function, self._take_changed_keys,
-                                       self._keyed_state_backend.get_current_key)
+                                       self._keyed_state_backend.get_current_key,
+                                       discard_changed_keys=self._discard_changed_keys)
         operation.process_element = self.process_element
         operation.process_timer = self.process_timer
 
@@ -235,6 +236,10 @@ class ProcessModeBridge:
         self._changed = {}
         self._changed_unhashable = []
         return self._visit(keys)
+
+    def _discard_changed_keys(self) -> None:
+        self._changed = {}
+        self._changed_unhashable = []
 
     def _visit(self, keys: list[Any]) -> Iterator[Any]:
         from pyflink.common import Row

@@ -7,7 +7,8 @@ operator's own embedded interpreter::
 
 and then calls ``_fae_bridge.snapshot/complete/abort/restore``. The Java operator records
 the keys of processed elements and timers; ``changed_keys`` walks them by calling
-``advanceChangedKey()`` on the operator, which makes the next one the current key. A key
+``advanceChangedKey()`` on the operator, which makes the next one the current key (a
+snapshot that does not walk them forgets them with one ``discardChangedKeys()``). A key
 handle for :mod:`~flink_agents_ext.checkpoint.completions` is a number from the operator's
 ``keyHandle()``: the operator maps it back to the key when it fires the completion, and it
 tracks the keys' work itself (``Completions.operator_tracks_work``).
@@ -62,4 +63,5 @@ def attach(operation: Any, j_operator: Any) -> CheckpointBridge:
             yield context.get_current_key()
 
     return CheckpointBridge(function, changed_keys, j_operator.keyHandle,
-                            operator_tracks_work=True)
+                            operator_tracks_work=True,
+                            discard_changed_keys=j_operator.discardChangedKeys)

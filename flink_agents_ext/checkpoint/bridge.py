@@ -31,6 +31,8 @@ class CheckpointBridge:
         key_handle: the current key's handle for :class:`Completions` (default: the
             function cannot hand work back; see :mod:`.completions`).
         operator_tracks_work: see :class:`Completions`.
+        discard_changed_keys: forgets the changed keys at once, for a snapshot whose
+            function did not walk them (default: walk them without looking).
     """
 
     def __init__(
@@ -39,9 +41,11 @@ class CheckpointBridge:
         changed_keys: Callable[[], Iterator[Any]],
         key_handle: Optional[Callable[[], Any]] = None,
         operator_tracks_work: bool = False,
+        discard_changed_keys: Optional[Callable[[], None]] = None,
     ) -> None:
         self.function = function
         self._changed_keys = changed_keys
+        self._discard_changed_keys = discard_changed_keys
         self.ledger = PayloadLedger()
         self.restored_from: Optional[int] = None
         self.timeline: Optional[JobTimeline] = None
@@ -72,9 +76,12 @@ class CheckpointBridge:
         context = SnapshotContext(checkpoint_id, self._changed_keys)
         payload = self.function.snapshot_state(context)
         if not context.consumed:
-            # The changed-key set is per snapshot interval: drain it even if unused.
-            for _ in context.changed_keys():
-                pass
+            # The changed-key set is per snapshot interval: forget it even if unused.
+            if self._discard_changed_keys is not None:
+                self._discard_changed_keys()
+            else:
+                for _ in context.changed_keys():
+                    pass
         self.ledger.add(checkpoint_id, payload)
         blob = self.ledger.to_bytes()
         _log.debug(
