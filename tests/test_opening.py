@@ -17,6 +17,7 @@ from flink_agents_ext import JobTimeline
 from flink_agents_ext.actions import INPUT, ActionContext, Agent, DurableAgentFunction
 from flink_agents_ext.actions.metrics import STAT_NAMES
 from flink_agents_ext.errors import NOT_RECOVERABLE_MARKER, NotRecoverableError
+from flink_agents_ext.keys import encode_key
 from flink_agents_ext.store import StoreError
 from flink_agents_ext.testing import KeyedFunctionHarness
 from tests.pg_server import PASSWORD_ENV, PgServer, pg  # noqa: F401
@@ -89,10 +90,14 @@ def test_checkpointing_off_is_refused_unless_allowed(tmp_path, caplog):
                                  timeline=off)
     assert "NOTHING WILL BE PRUNED" in caplog.text
     assert h.process_element("x", key="k") == ["x"]
+    assert h.process_element("y", key="j") == ["y"]
+    assert h.function.runs.take_completed() == {}, "no snapshot takes them: not kept"
     caplog.clear()
     with caplog.at_level(logging.WARNING):
-        KeyedFunctionHarness(DurableAgentFunction(agent(), config, "ns2"))  # checkpointing on
+        on = KeyedFunctionHarness(DurableAgentFunction(agent(), config, "ns2"))
     assert "PRUNED" not in caplog.text
+    on.process_element("x", key="k")
+    assert on.function.runs.take_completed() == {encode_key("k"): 0}
 
 
 def test_marker_is_the_same_in_python_and_java() -> None:

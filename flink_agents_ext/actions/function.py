@@ -235,6 +235,7 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
     def _check_checkpointing(self, timeline: JobTimeline) -> None:
         if timeline.checkpointing:
             return
+        self.runs.stop_keeping_completed()  # before the refusal too: harmless
         if not self.allow_no_checkpointing:
             raise NotRecoverableError(
                 f"DurableAgentFunction (namespace {self.namespace!r}) runs in a job without "

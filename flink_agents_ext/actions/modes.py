@@ -111,6 +111,13 @@ class RunEnv:
             return exc.result, exc
 
 
+class _NotKept(dict[str, int]):
+    """Completed keys that nobody takes (a job without checkpointing): dropped."""
+
+    def __setitem__(self, key: str, value: int) -> None:
+        return None
+
+
 class RunMode(ABC):
     """Sequences the runs of each key and keeps the keyed state that says which of them
     completed. Everything runs on the task thread with the run's key current, unless said
@@ -127,6 +134,11 @@ class RunMode(ABC):
         self.memory_state = runtime_context.get_state(
             ValueStateDescriptor("fae-memory", Types.STRING()))
         self.completed: dict[str, int] = {}
+
+    def stop_keeping_completed(self) -> None:
+        """The job has no checkpointing: no snapshot will take the completed keys, so they
+        are not kept (they would grow by one entry per key)."""
+        self.completed = _NotKept()
 
     def take_completed(self) -> dict[str, int]:
         """``{encoded key: last completed sequence}`` of the keys whose runs completed (were

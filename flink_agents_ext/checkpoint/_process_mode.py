@@ -224,6 +224,9 @@ class ProcessModeBridge:
     # -- changed keys ----------------------------------------------------------------------
 
     def _record(self, key: Any) -> None:
+        timeline = self.bridge.timeline
+        if timeline is not None and not timeline.checkpointing:
+            return  # no snapshot will take the changed keys
         try:
             self._changed[key] = None
         except TypeError:  # unhashable key type: keep a list without duplicates

@@ -1,6 +1,7 @@
 package org.flinkagentsext;
 
 import org.apache.flink.api.common.typeinfo.TypeInformation;
+import org.apache.flink.configuration.CheckpointingOptions;
 import org.apache.flink.configuration.Configuration;
 import org.apache.flink.runtime.state.StateInitializationContext;
 import org.apache.flink.runtime.state.StateSnapshotContext;
@@ -51,6 +52,8 @@ public class CheckpointingEmbeddedKeyedProcessOperator<K, IN, OUT>
 
     private transient BridgeLifecycle bridge;
     private transient LinkedHashSet<Object> changedKeys;
+    /** Without checkpointing no snapshot ever takes the changed keys: they are not kept. */
+    private transient boolean trackChangedKeys;
     private transient Iterator<Object> keyCursor;
     private transient boolean userFunctionClosed;
     private transient HashMap<Long, Object> handleKeys;
@@ -76,6 +79,9 @@ public class CheckpointingEmbeddedKeyedProcessOperator<K, IN, OUT>
     public void initializeState(StateInitializationContext context) throws Exception {
         super.initializeState(context);
         changedKeys = new LinkedHashSet<>();
+        trackChangedKeys =
+                CheckpointingOptions.isCheckpointingEnabled(
+                        getRuntimeContext().getJobConfiguration());
         userFunctionClosed = false;
         handleKeys = new HashMap<>();
         nextHandle = 0L;
@@ -176,19 +182,25 @@ public class CheckpointingEmbeddedKeyedProcessOperator<K, IN, OUT>
     @Override
     public void processElement(StreamRecord<IN> element) throws Exception {
         super.processElement(element);
-        changedKeys.add(getCurrentKey());
+        if (trackChangedKeys) {
+            changedKeys.add(getCurrentKey());
+        }
     }
 
     @Override
     public void onEventTime(InternalTimer<K, VoidNamespace> timer) throws Exception {
         super.onEventTime(timer);
-        changedKeys.add(timer.getKey());
+        if (trackChangedKeys) {
+            changedKeys.add(timer.getKey());
+        }
     }
 
     @Override
     public void onProcessingTime(InternalTimer<K, VoidNamespace> timer) throws Exception {
         super.onProcessingTime(timer);
-        changedKeys.add(timer.getKey());
+        if (trackChangedKeys) {
+            changedKeys.add(timer.getKey());
+        }
     }
 
     /**
