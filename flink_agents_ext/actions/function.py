@@ -228,6 +228,8 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
                 :mod:`flink_agents_ext.lineage`).
         """
         self._check_checkpointing(timeline)
+        if not timeline.checkpointing:
+            self.runs.stop_keeping_completed()  # no snapshot will take them
         self.lineage.open(timeline)
         if self.lineage.removed_records or self.lineage.discarded_marks:
             self.runs.env.reload_recorded()
@@ -235,7 +237,6 @@ class DurableAgentFunction(CheckpointedKeyedProcessFunction):
     def _check_checkpointing(self, timeline: JobTimeline) -> None:
         if timeline.checkpointing:
             return
-        self.runs.stop_keeping_completed()  # before the refusal too: harmless
         if not self.allow_no_checkpointing:
             raise NotRecoverableError(
                 f"DurableAgentFunction (namespace {self.namespace!r}) runs in a job without "

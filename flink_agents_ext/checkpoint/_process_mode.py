@@ -150,6 +150,8 @@ class ProcessModeBridge:
         )
         self._changed: dict[Any, None] = {}  # insertion-ordered set of hashable user keys
         self._changed_unhashable: list[Any] = []
+        # Without checkpointing no snapshot takes the changed keys: set from the timeline.
+        self._keep_changed = True
         self.bridge = CheckpointBridge(function, self._take_changed_keys,
                                        self._keyed_state_backend.get_current_key,
                                        discard_changed_keys=self._discard_changed_keys)
@@ -205,6 +207,7 @@ class ProcessModeBridge:
             self.bridge.restore(checkpoint_id, decode_blobs(payload or b""))
         elif code == SIGNAL_TIMELINE:
             self.bridge.open_timeline(bytes(payload or b""))
+            self._keep_changed = self.bridge.timeline is None or self.bridge.timeline.checkpointing
         else:
             raise BridgeAttachError(f"unknown checkpoint-bridge signal code {code}")
 
@@ -224,9 +227,8 @@ class ProcessModeBridge:
     # -- changed keys ----------------------------------------------------------------------
 
     def _record(self, key: Any) -> None:
-        timeline = self.bridge.timeline
-        if timeline is not None and not timeline.checkpointing:
-            return  # no snapshot will take the changed keys
+        if not self._keep_changed:
+            return
         try:
             self._changed[key] = None
         except TypeError:  # unhashable key type: keep a list without duplicates
